@@ -1,0 +1,57 @@
+"""Small Trio helpers shared by every transport."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+from trioplane._errors import TrioplaneError
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["collapse_groups", "iter_leaves", "unwrap_group"]
+
+
+def iter_leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The non-group exceptions inside ``exc`` (or ``exc`` itself)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from iter_leaves(inner)
+    else:
+        yield exc
+
+
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception a public call should raise for a nursery's group.
+
+    A lone error is itself; a ``KeyboardInterrupt``-style error wins over others;
+    only ``Cancelled`` means cancelled; several real errors become one
+    :class:`TrioplaneError` chained from the group.
+    """
+    leaves = list(iter_leaves(group))
+    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    if not real:
+        return leaves[0]
+    fatal = [e for e in real if not isinstance(e, Exception)]
+    if fatal:
+        return fatal[0]
+    if len(real) == 1:
+        return real[0]
+    summary = "; ".join(f"{type(e).__name__}: {e}" for e in real)
+    error = TrioplaneError(f"{len(real)} concurrent errors: {summary}")
+    error.__cause__ = group
+    return error
+
+
+@contextmanager
+def collapse_groups() -> Iterator[None]:
+    """Re-raise an exception group from a nursery as the plain exception it stands for."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        exc = unwrap_group(group)
+        raise exc from exc.__cause__

@@ -1,0 +1,180 @@
+"""The client side every pipelined transport shares: lifecycle, close, stats, warm-up.
+
+A transport subclasses :class:`PipelinedClient` and says three things: how an
+address maps to a peer key and a frame, how to open a :class:`FrameChannel` to a
+peer, and which instances it can warm up. The client's background tasks live in
+a nursery of its own, started in the caller's nursery by :meth:`PipelinedClient.run`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, Mapping, Sequence
+from types import TracebackType
+from typing import Generic
+
+import trio
+
+from trioplane._errors import ClientClosed, TrioplaneError
+from trioplane._types import ClientStats, Instance
+from trioplane.transports._pipeline import (
+    CLOSE_TIMEOUT,
+    ConnectionPool,
+    FrameChannel,
+    K,
+    PoolOptions,
+    StatsRecorder,
+)
+
+__all__ = ["PipelinedClient"]
+
+
+class PipelinedClient(abc.ABC, Generic[K]):
+    """Base of the TCP and WebSocket clients (see :mod:`trioplane.transports._pipeline`)."""
+
+    transport_name: str
+
+    def __init__(self, options: PoolOptions) -> None:
+        self.options = options
+        self._stats = StatsRecorder()
+        self._pool: ConnectionPool[K] | None = None
+        self._closing = False
+        self._calls = 0
+        self._idle = trio.Event()
+        self._stopped = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- what a transport provides -------------------------------------------------
+
+    @abc.abstractmethod
+    def _route(
+        self, address: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> tuple[K, bytes]:
+        """Parse ``address`` and encode the request: the peer key and the frame.
+
+        Raises ``ValueError`` for a bad address and a :class:`TrioplaneError` for a
+        frame that cannot be sent, before any I/O.
+        """
+
+    @abc.abstractmethod
+    async def _open_channel(self, key: K) -> FrameChannel:
+        """Connect to the peer ``key``."""
+
+    @abc.abstractmethod
+    def _warmup_key(self, instance: Instance) -> K | None:
+        """The peer to warm up for ``instance``, or ``None`` if not this transport's."""
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the client's connections until :meth:`aclose`; use with ``nursery.start``."""
+        if self._pool is not None:
+            raise RuntimeError("client already started")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._pool = ConnectionPool(nursery, self._open_channel, self.options, self._stats)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._closing = True
+            if self._pool is not None:
+                self._pool.close()
+            self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Refuse new requests, give in-flight ones the grace period, then cancel them.
+
+        Shielded and bounded by ``close_grace_period`` plus a short teardown, so it
+        completes even inside a cancelled scope. Idempotent.
+        """
+        with trio.CancelScope(shield=True):
+            self._closing = True
+            if self._pool is not None:
+                self._pool.close()
+            if self._calls:
+                with trio.move_on_after(self.options.close_grace_period):
+                    await self._idle.wait()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+                with trio.move_on_after(CLOSE_TIMEOUT * 2):
+                    await self._stopped.wait()
+            else:
+                self._stopped.set()
+
+    async def __aenter__(self) -> PipelinedClient[K]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the request-plane interface ---------------------------------------------------
+
+    async def send_request(
+        self, address: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """Send one request and wait for its ack (``b""`` = accepted, else the rejection).
+
+        Raises :class:`ClientClosed`, :class:`ConnectError`, :class:`AckTimeout`,
+        :class:`ConnectionLost`, :class:`ProtocolError`; ``ValueError`` for a bad
+        address or headers. The caller's cancel scope bounds the call.
+        """
+        key, frame = self._route(address, payload, headers)
+        if self._closing or self._pool is None:
+            await trio.lowlevel.checkpoint()
+            raise ClientClosed("client is closed" if self._closing else "client is not started")
+        self._calls += 1
+        try:
+            return await self._pool.request(key, frame)
+        except TrioplaneError:
+            self._stats.errors += 1
+            raise
+        finally:
+            self._calls -= 1
+            if self._calls == 0 and self._closing:
+                self._idle.set()
+
+    def is_healthy(self) -> bool:
+        """Started and not closing (Dynamo: false once closed). No I/O."""
+        return self._pool is not None and not self._closing
+
+    def stats(self) -> ClientStats:
+        conns = self._pool.connections() if self._pool is not None else []
+        active = sum(1 for c in conns if c.in_flight)
+        return self._stats.snapshot(active=active, idle=len(conns) - active)
+
+    def start_warmup(self, instance_updates: AsyncIterable[Sequence[Instance]]) -> None:
+        """Connect ahead of the first request to every new instance of this transport.
+
+        Each item of ``instance_updates`` is the full current list (a Trio memory
+        channel works); pools of instances that left the list are dropped. Runs in
+        the client's nursery, so closing the client ends it.
+        """
+        if self._pool is None or self._nursery is None:
+            raise ClientClosed("client is not started")
+        self._nursery.start_soon(self._pool.watch_instances, instance_updates, self._warmup_key)
+
+
+def parse_port(text: str, address: str, forms: str) -> int:
+    """A TCP port 1-65535 from ``text``, or ``ValueError`` naming the accepted forms."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port in address {address!r}; accepted forms: {forms}")
+    return int(text)
+
+
+def split_host_port(hostport: str, address: str, forms: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ``ValueError`` otherwise."""
+    if hostport.startswith("["):
+        host, sep, rest = hostport[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"bad IPv6 address {address!r}; accepted forms: {forms}")
+        return host, parse_port(rest[1:], address, forms)
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or ":" in host:
+        raise ValueError(f"address {address!r} needs host:port; accepted forms: {forms}")
+    return host, parse_port(port, address, forms)

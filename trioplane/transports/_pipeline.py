@@ -1,0 +1,473 @@
+"""Pipelined request/ack connections and their pool, shared by TCP and WebSocket.
+
+A *pipelined* connection carries many requests at once and answers them with
+acks that carry no id, in the order the requests were written (Dynamo's TCP
+plane). Each connection has a single writer task that sends whatever callers
+have queued in one write, and a reader task that hands each ack to the oldest
+waiting caller. A caller that gives up (its cancel scope fires, or the ack
+timeout) only marks its slot abandoned: the slot keeps its place in the FIFO and
+its late ack is read and dropped, so the acks of the others stay matched.
+
+The transports supply a :class:`FrameChannel` (how frames go out and acks come
+in) and a way to open one; everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import trio
+
+from trioplane._errors import (
+    AckTimeout,
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    ProtocolError,
+    TrioplaneError,
+)
+from trioplane._types import ClientStats, Instance
+
+__all__ = [
+    "ConnectionPool",
+    "FrameChannel",
+    "PipelinedConnection",
+    "PoolOptions",
+    "StatsRecorder",
+]
+
+log = logging.getLogger("trioplane")
+
+#: How long teardown may spend closing one connection.
+CLOSE_TIMEOUT = 1.0
+
+
+def fresh_error(error: TrioplaneError) -> TrioplaneError:
+    """A new copy of a shared error, so each caller raises its own object."""
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+class FrameChannel(Protocol):
+    """One open connection as a pipelined connection sees it."""
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        """Write these frames, in order. Raise :class:`ConnectionLost` if the peer is gone."""
+
+    async def receive_acks(self) -> list[bytes]:
+        """Wait for one or more acks. Raise :class:`ConnectionLost` at EOF, or
+        :class:`ProtocolError` for bad bytes."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (may be called while the others are blocked)."""
+
+
+class StatsRecorder:
+    """The mutable counters behind :class:`~trioplane.ClientStats`."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "errors",
+        "latency_count",
+        "latency_total_ns",
+        "requests_sent",
+        "responses_received",
+    )
+
+    def __init__(self) -> None:
+        self.requests_sent = 0
+        self.responses_received = 0
+        self.errors = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.latency_total_ns = 0
+        self.latency_count = 0
+
+    def snapshot(self, active: int, idle: int) -> ClientStats:
+        avg = self.latency_total_ns // self.latency_count // 1000 if self.latency_count else 0
+        return ClientStats(
+            requests_sent=self.requests_sent,
+            responses_received=self.responses_received,
+            errors=self.errors,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            active_connections=active,
+            idle_connections=idle,
+            avg_latency_us=avg,
+        )
+
+
+class _Slot:
+    """One request's place in a connection's FIFO."""
+
+    __slots__ = ("abandoned", "ack", "done", "error", "frame", "queued_ns")
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        self.done = trio.Event()
+        self.ack: bytes | None = None
+        self.error: TrioplaneError | None = None
+        self.abandoned = False
+        self.queued_ns = time.perf_counter_ns()
+
+
+class PipelinedConnection:
+    """A connection with a single writer, a reader, and a FIFO of waiting callers."""
+
+    def __init__(
+        self,
+        channel: FrameChannel,
+        *,
+        name: str,
+        max_in_flight: int,
+        stats: StatsRecorder,
+        on_capacity: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.name = name
+        self.max_in_flight = max_in_flight
+        #: Requests this connection still owes an outcome: queued, or written and unacked.
+        self.in_flight = 0
+        self._channel = channel
+        self._stats = stats
+        self._on_capacity = on_capacity
+        self._outbox: list[_Slot] = []
+        self._written: deque[_Slot] = deque()
+        self._outbox_ready = trio.Event()
+        self._error: TrioplaneError | None = None
+        self._retired = False
+        self._cancel_scope = trio.CancelScope()
+
+    @property
+    def is_open(self) -> bool:
+        return self._error is None
+
+    @property
+    def has_capacity(self) -> bool:
+        return self._error is None and not self._retired and self.in_flight < self.max_in_flight
+
+    def retire(self) -> None:
+        """Take no new requests; close once the ones in flight are answered."""
+        self._retired = True
+        if self.in_flight == 0:
+            self.close()
+
+    async def request(self, frame: bytes, ack_timeout: float) -> bytes:
+        """Queue ``frame`` and wait for its ack (the caller already reserved capacity)."""
+        if self._error is not None:
+            raise fresh_error(self._error)
+        slot = _Slot(frame)
+        self.in_flight += 1
+        self._outbox.append(slot)
+        self._outbox_ready.set()
+        try:
+            with trio.move_on_after(ack_timeout):
+                await slot.done.wait()
+        finally:
+            if not slot.done.is_set():
+                slot.abandoned = True
+        if slot.error is not None:
+            raise fresh_error(slot.error)
+        if slot.ack is None:
+            raise AckTimeout(f"no ack from {self.name} within {ack_timeout:g} s")
+        latency = time.perf_counter_ns() - slot.queued_ns
+        self._stats.latency_total_ns += latency
+        self._stats.latency_count += 1
+        return slot.ack
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == self.max_in_flight - 1 or self.in_flight == 0:
+            self._on_capacity()
+            if self._retired and self.in_flight == 0:
+                self.close()
+
+    async def run(self) -> None:
+        """Drive the connection until it fails or is cancelled; then fail what it owes."""
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop)
+                    nursery.start_soon(self._read_loop)
+        finally:
+            self._shut(ClientClosed(f"client closed before {self.name} answered"))
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+                await self._channel.aclose()
+
+    def close(self) -> None:
+        """Stop now; requests still waiting fail with :class:`ClientClosed`."""
+        self._cancel_scope.cancel()
+
+    def _fail(self, error: TrioplaneError) -> None:
+        if self._error is None:
+            self._error = error
+            log.debug("connection %s failed: %s", self.name, error)
+        self._cancel_scope.cancel()
+
+    def _shut(self, default: TrioplaneError) -> None:
+        if self._error is None:
+            self._error = default
+        pending = list(self._written) + self._outbox
+        self._written.clear()
+        self._outbox = []
+        for slot in pending:
+            if not slot.abandoned:
+                slot.error = self._error
+                slot.done.set()
+            self._release()
+        self._on_capacity()
+
+    async def _write_loop(self) -> None:
+        stats = self._stats
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = trio.Event()
+            batch, self._outbox = self._outbox, []
+            frames = []
+            for slot in batch:
+                if slot.abandoned:  # its caller left before it was written
+                    self._release()
+                    continue
+                self._written.append(slot)
+                frames.append(slot.frame)
+                stats.bytes_sent += len(slot.frame)
+            if not frames:
+                continue
+            stats.requests_sent += len(frames)
+            try:
+                await self._channel.send_frames(frames)
+            except TrioplaneError as exc:
+                self._fail(exc)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._fail(ConnectionLost(f"{self.name}: write failed: {exc!r}"))
+                return
+
+    async def _read_loop(self) -> None:
+        stats = self._stats
+        written = self._written
+        while True:
+            try:
+                acks = await self._channel.receive_acks()
+            except TrioplaneError as exc:
+                self._fail(exc)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._fail(ConnectionLost(f"{self.name}: read failed: {exc!r}"))
+                return
+            for ack in acks:
+                if not written:
+                    self._fail(ProtocolError(f"{self.name}: ack with no request waiting"))
+                    return
+                slot = written.popleft()
+                stats.responses_received += 1
+                stats.bytes_received += 4 + len(ack)
+                if not slot.abandoned:
+                    slot.ack = ack
+                    slot.done.set()
+                self._release()
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Limits of a :class:`ConnectionPool` (defaults are Dynamo's)."""
+
+    max_connections_per_host: int = 100
+    max_in_flight_per_connection: int = 1024
+    connect_timeout: float = 5.0
+    ack_timeout: float = 5.0
+    close_grace_period: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections_per_host", "max_in_flight_per_connection"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("connect_timeout", "ack_timeout", "close_grace_period"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be a number >= 0")
+
+
+class _ConnectAttempt:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: TrioplaneError | None = None
+
+
+class _HostPool:
+    """The connections to one peer."""
+
+    __slots__ = ("attempt", "capacity", "connections", "next_index")
+
+    def __init__(self) -> None:
+        self.connections: list[PipelinedConnection] = []
+        self.next_index = 0
+        self.attempt: _ConnectAttempt | None = None
+        self.capacity = trio.lowlevel.ParkingLot()
+
+    def pick(self) -> PipelinedConnection | None:
+        """Round robin over connections with spare capacity (as Dynamo's pool)."""
+        conns = self.connections
+        n = len(conns)
+        for i in range(n):
+            conn = conns[(self.next_index + i) % n]
+            if conn.has_capacity:
+                self.next_index = (self.next_index + i + 1) % n
+                return conn
+        return None
+
+
+class ConnectionPool(Generic[K]):
+    """Persistent pipelined connections per peer, owned by one nursery.
+
+    ``connect(key)`` opens a :class:`FrameChannel` to a peer; connects run as
+    tasks of the pool's nursery, so a caller that gives up while waiting does not
+    abort the connect for the others, and concurrent callers share one attempt.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        connect: Callable[[K], Awaitable[FrameChannel]],
+        options: PoolOptions,
+        stats: StatsRecorder,
+    ) -> None:
+        self._nursery = nursery
+        self._connect = connect
+        self.options = options
+        self._stats = stats
+        self._hosts: dict[K, _HostPool] = {}
+        self.closed = False
+
+    def connections(self) -> list[PipelinedConnection]:
+        return [conn for host in self._hosts.values() for conn in host.connections]
+
+    async def request(self, key: K, frame: bytes) -> bytes:
+        """Send ``frame`` to the peer ``key`` on a pooled connection; return its ack."""
+        conn = await self._acquire(key)
+        return await conn.request(frame, self.options.ack_timeout)
+
+    async def _acquire(self, key: K) -> PipelinedConnection:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self.closed:
+                raise ClientClosed("client is closed")
+            host = self._hosts.get(key)
+            if host is None:
+                host = self._hosts[key] = _HostPool()
+            conn = host.pick()
+            if conn is not None:
+                return conn
+            if host.attempt is not None:
+                attempt = host.attempt
+                await attempt.done.wait()
+                if attempt.error is not None:
+                    raise fresh_error(attempt.error)
+            elif len(host.connections) < self.options.max_connections_per_host:
+                attempt = self._start_connect(key, host)
+                await attempt.done.wait()
+                if attempt.error is not None:
+                    raise fresh_error(attempt.error)
+            else:
+                await host.capacity.park()
+
+    def warm(self, key: K) -> None:
+        """Open a connection to ``key`` in the background unless one exists."""
+        if self.closed:
+            return
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _HostPool()
+        if not host.connections and host.attempt is None:
+            self._start_connect(key, host)
+
+    def drop(self, key: K) -> None:
+        """Forget the peer ``key``: close its idle connections, retire busy ones."""
+        host = self._hosts.pop(key, None)
+        if host is None:
+            return
+        for conn in host.connections:
+            conn.retire()
+        host.connections = []
+        host.capacity.unpark_all()
+
+    def keys(self) -> list[K]:
+        return list(self._hosts)
+
+    def _start_connect(self, key: K, host: _HostPool) -> _ConnectAttempt:
+        attempt = host.attempt = _ConnectAttempt()
+        self._nursery.start_soon(self._connect_task, key, host, attempt)
+        return attempt
+
+    async def _connect_task(self, key: K, host: _HostPool, attempt: _ConnectAttempt) -> None:
+        timeout = self.options.connect_timeout
+        try:
+            with trio.fail_after(timeout):
+                channel = await self._connect(key)
+        except trio.TooSlowError:
+            attempt.error = ConnectError(f"connect to {key} timed out after {timeout:g} s")
+        except OSError as exc:
+            attempt.error = ConnectError(f"cannot connect to {key}: {exc}")
+        except TrioplaneError as exc:
+            attempt.error = exc
+        else:
+            conn = PipelinedConnection(
+                channel,
+                name=str(key),
+                max_in_flight=self.options.max_in_flight_per_connection,
+                stats=self._stats,
+                on_capacity=host.capacity.unpark_all,
+            )
+            host.connections.append(conn)
+            self._nursery.start_soon(self._run_connection, host, conn)
+            if self._hosts.get(key) is not host:  # dropped while connecting
+                conn.retire()
+        finally:
+            if attempt.error is None and not host.connections:
+                attempt.error = ClientClosed("client closed while connecting")
+            if host.attempt is attempt:
+                host.attempt = None
+            attempt.done.set()
+            if attempt.error is not None:
+                log.debug("connect to %s failed: %s", key, attempt.error)
+
+    async def _run_connection(self, host: _HostPool, conn: PipelinedConnection) -> None:
+        try:
+            await conn.run()
+        finally:
+            if conn in host.connections:
+                host.connections.remove(conn)
+            host.capacity.unpark_all()
+
+    def close(self) -> None:
+        """Take no more requests and wake every caller waiting for a connection."""
+        self.closed = True
+        for host in self._hosts.values():
+            host.capacity.unpark_all()
+
+    async def watch_instances(
+        self,
+        updates: AsyncIterable[Sequence[Instance]],
+        key_of: Callable[[Instance], K | None],
+    ) -> None:
+        """Warm-up: connect to each new peer in each instance list, drop vanished ones."""
+        known: set[K] = set()
+        async for instances in updates:
+            current = {k for k in map(key_of, instances) if k is not None}
+            for key in current - known:
+                self.warm(key)
+            for key in known - current:
+                self.drop(key)
+            known = current

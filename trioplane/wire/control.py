@@ -1,0 +1,155 @@
+"""The control message (header of every request payload) and the call-home handshake.
+
+The control message tells the worker where to call home: ``connection_info.info``
+is a JSON *string* inside the JSON, whose ``context`` must equal the request ``id``.
+The worker, connecting back, sends the handshake ``{"subject":..,"stream_type":"response"}``
+as a header-only TwoPart message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trioplane._errors import ProtocolError
+from trioplane.wire.twopart import encode_two_part
+
+__all__ = [
+    "CallHomeInfo",
+    "ControlMessage",
+    "decode_handshake",
+    "encode_handshake",
+    "encode_request_payload",
+]
+
+
+def _compact(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load_object(data: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{what} is not a JSON object")
+    return obj
+
+
+def _get_str(obj: Mapping[str, Any], key: str, what: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} needs a string {key!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CallHomeInfo:
+    """Where the worker calls home: the caller's listener and the stream's subject."""
+
+    address: str
+    subject: str
+    context: str
+    stream_type: str = "response"
+
+    def encode(self) -> str:
+        return _compact(
+            {
+                "address": self.address,
+                "subject": self.subject,
+                "context": self.context,
+                "stream_type": self.stream_type,
+            }
+        ).decode()
+
+    @classmethod
+    def decode(cls, data: str) -> CallHomeInfo:
+        obj = _load_object(data, "connection_info.info")
+        return cls(
+            address=_get_str(obj, "address", "connection_info.info"),
+            subject=_get_str(obj, "subject", "connection_info.info"),
+            context=_get_str(obj, "context", "connection_info.info"),
+            stream_type=obj.get("stream_type", "response"),
+        )
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    """Dynamo's ``RequestControlMessage`` for a ``single_in``/``many_out`` call."""
+
+    id: str
+    call_home: CallHomeInfo
+    payload_codec: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    frontend_send_ts_ns: int | None = None
+    request_type: str = "single_in"
+    response_type: str = "many_out"
+    transport: str = "tcp_server"
+
+    def encode(self) -> bytes:
+        """Compact JSON, keys in Dynamo's order; optional keys only when set."""
+        obj: dict[str, Any] = {
+            "id": self.id,
+            "request_type": self.request_type,
+            "response_type": self.response_type,
+        }
+        if self.payload_codec is not None:
+            obj["payload_codec"] = self.payload_codec
+        obj["connection_info"] = {"transport": self.transport, "info": self.call_home.encode()}
+        if self.metadata:
+            obj["metadata"] = dict(self.metadata)
+        if self.frontend_send_ts_ns is not None:
+            obj["frontend_send_ts_ns"] = self.frontend_send_ts_ns
+        return _compact(obj)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ControlMessage:
+        """Parse and validate (``context`` must equal ``id``, as Dynamo's worker checks)."""
+        obj = _load_object(data, "control message")
+        request_id = _get_str(obj, "id", "control message")
+        conn = obj.get("connection_info")
+        if not isinstance(conn, dict):
+            raise ProtocolError("control message needs a 'connection_info' object")
+        call_home = CallHomeInfo.decode(_get_str(conn, "info", "connection_info"))
+        if call_home.context != request_id:
+            raise ProtocolError("connection_info context does not match the request id")
+        metadata = obj.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise ProtocolError("control message metadata must map strings to strings")
+        codec = obj.get("payload_codec")
+        if codec is not None and not isinstance(codec, str):
+            raise ProtocolError("payload_codec must be a string")
+        ts = obj.get("frontend_send_ts_ns")
+        if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool)):
+            raise ProtocolError("frontend_send_ts_ns must be an integer")
+        return cls(
+            id=request_id,
+            call_home=call_home,
+            payload_codec=codec,
+            metadata=metadata,
+            frontend_send_ts_ns=ts,
+            request_type=_get_str(obj, "request_type", "control message"),
+            response_type=_get_str(obj, "response_type", "control message"),
+            transport=_get_str(conn, "transport", "connection_info"),
+        )
+
+
+def encode_request_payload(control: ControlMessage, body: bytes) -> bytes:
+    """The request-plane payload: a TwoPart message of the control message and the body."""
+    return encode_two_part(control.encode(), body)
+
+
+def encode_handshake(subject: str) -> bytes:
+    """The worker's first call-home frame (header-only TwoPart)."""
+    return encode_two_part(_compact({"subject": subject, "stream_type": "response"}))
+
+
+def decode_handshake(header: bytes) -> str:
+    """The subject of a call-home handshake header; :class:`ProtocolError` if malformed."""
+    obj = _load_object(header, "call-home handshake")
+    return _get_str(obj, "subject", "call-home handshake")

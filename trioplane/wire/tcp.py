@@ -1,0 +1,193 @@
+"""Dynamo's TCP request plane: request frames (caller -> worker) and acks (worker -> caller).
+
+Request: ``u16 path_len | path | u16 headers_len | headers JSON | u32 payload_len | payload``.
+Ack: ``u32 len | text``; empty means accepted. All integers big-endian. Dynamo caps
+the *whole* frame (request or ack) at 32 MiB by default.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from trioplane._errors import FrameTooLarge, ProtocolError
+from trioplane.wire._buffer import FrameDecoder
+
+__all__ = [
+    "ACK_ACCEPTED",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_HEADERS_SIZE",
+    "MAX_PATH_SIZE",
+    "AckDecoder",
+    "RequestFrame",
+    "RequestFrameDecoder",
+    "encode_ack",
+    "encode_headers",
+    "encode_request_frame",
+]
+
+#: Dynamo's ``DEFAULT_TCP_MAX_MESSAGE_SIZE``: the cap on a whole request or ack frame.
+DEFAULT_MAX_FRAME_SIZE = 32 * 1024 * 1024
+#: Width of the u16 length fields.
+MAX_PATH_SIZE = 0xFFFF
+MAX_HEADERS_SIZE = 0xFFFF
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_EMPTY_HEADERS = b"{}"
+#: The ack frame of an accepted request.
+ACK_ACCEPTED = b"\x00\x00\x00\x00"
+
+
+@dataclass(frozen=True)
+class RequestFrame:
+    """A decoded request frame."""
+
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    payload: bytes = b""
+
+
+def encode_headers(headers: Mapping[str, str] | None) -> bytes:
+    """Compact JSON of a string -> string map; ``ValueError`` if not encodable."""
+    if not headers:
+        return _EMPTY_HEADERS
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"header {key!r}: names and values must be str")
+    return json.dumps(dict(headers), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_request_frame(
+    path: str,
+    headers: Mapping[str, str] | None,
+    payload: bytes,
+    *,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> bytes:
+    """Encode one request frame; bad or oversized input raises before anything is sent.
+
+    ``ValueError`` for a path or headers that do not fit their u16 fields,
+    :class:`FrameTooLarge` for a frame over ``max_frame_size``.
+    """
+    path_bytes = path.encode()
+    if len(path_bytes) > MAX_PATH_SIZE:
+        raise ValueError(f"endpoint path too long: {len(path_bytes)} bytes (max {MAX_PATH_SIZE})")
+    header_bytes = encode_headers(headers)
+    if len(header_bytes) > MAX_HEADERS_SIZE:
+        raise ValueError(f"headers too long: {len(header_bytes)} bytes (max {MAX_HEADERS_SIZE})")
+    size = 8 + len(path_bytes) + len(header_bytes) + len(payload)
+    if size > max_frame_size:
+        raise FrameTooLarge(f"request frame of {size} bytes exceeds limit {max_frame_size}")
+    return b"".join(
+        (
+            _U16.pack(len(path_bytes)),
+            path_bytes,
+            _U16.pack(len(header_bytes)),
+            header_bytes,
+            _U32.pack(len(payload)),
+            payload,
+        )
+    )
+
+
+def _decode_headers(raw: bytes) -> dict[str, str]:
+    if not raw:  # Dynamo's server takes a zero-length header block as no headers
+        return {}
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"request headers are not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
+    ):
+        raise ProtocolError("request headers must be a JSON object of strings")
+    return obj
+
+
+class RequestFrameDecoder(FrameDecoder):
+    """Incremental decoder of request frames (the worker's side)."""
+
+    _what = "request frame"
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        super().__init__()
+        self.max_frame_size = max_frame_size
+
+    def next_frame(self) -> RequestFrame | None:
+        result = self._next()
+        assert result is None or isinstance(result, RequestFrame)
+        return result
+
+    def frames(self) -> Iterator[RequestFrame]:
+        while (frame := self.next_frame()) is not None:
+            yield frame
+
+    def _parse_one(self) -> RequestFrame | None:
+        buf = self._buffer
+        have = len(buf)
+        if have < 2:
+            return None
+        (path_len,) = buf.unpack(_U16)
+        headers_at = 2 + path_len
+        if have < headers_at + 2:
+            return None
+        (headers_len,) = buf.unpack(_U16, headers_at)
+        payload_at = headers_at + 2 + headers_len
+        if have < payload_at + 4:
+            return None
+        (payload_len,) = buf.unpack(_U32, payload_at)
+        end = payload_at + 4 + payload_len
+        if end > self.max_frame_size:
+            raise FrameTooLarge(f"request frame of {end} bytes exceeds limit {self.max_frame_size}")
+        if have < end:
+            return None
+        try:
+            path = buf.slice(2, headers_at).decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("endpoint path is not UTF-8") from exc
+        headers = _decode_headers(buf.slice(headers_at + 2, payload_at))
+        payload = buf.slice(payload_at + 4, end)
+        buf.consume(end)
+        return RequestFrame(path, headers, payload)
+
+
+def encode_ack(text: bytes | str = b"") -> bytes:
+    """An ack frame: empty = accepted, else the rejection text."""
+    data = text.encode() if isinstance(text, str) else text
+    return _U32.pack(len(data)) + data
+
+
+class AckDecoder(FrameDecoder):
+    """Incremental decoder of ack frames (the caller's side)."""
+
+    _what = "ack frame"
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        super().__init__()
+        self.max_frame_size = max_frame_size
+
+    def next_ack(self) -> bytes | None:
+        """The next ack's bytes (``b""`` = accepted), or ``None`` until more arrive."""
+        result = self._next()
+        assert result is None or isinstance(result, bytes)
+        return result
+
+    def acks(self) -> Iterator[bytes]:
+        while (ack := self.next_ack()) is not None:
+            yield ack
+
+    def _parse_one(self) -> bytes | None:
+        buf = self._buffer
+        if len(buf) < 4:
+            return None
+        (length,) = buf.unpack(_U32)
+        if length + 4 > self.max_frame_size:
+            raise FrameTooLarge(f"ack of {length} bytes exceeds limit {self.max_frame_size}")
+        if len(buf) < 4 + length:
+            return None
+        ack = buf.slice(4, 4 + length) if length else b""
+        buf.consume(4 + length)
+        return ack

@@ -1,0 +1,119 @@
+"""Dynamo's TwoPart message: ``u64 header_len | u64 body_len | u64 checksum | header | body``.
+
+Every request-plane payload and every response-plane frame is one of these.
+Checksum: Dynamo release builds send 0 and only verify a non-zero value (debug
+builds use xxh3-64); we send 0 and accept any value.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from trioplane._errors import FrameTooLarge, ProtocolError
+from trioplane.wire._buffer import FrameDecoder
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_HEADER_SIZE",
+    "TWO_PART_PREFIX_SIZE",
+    "TwoPartDecoder",
+    "TwoPartMessage",
+    "decode_two_part",
+    "encode_two_part",
+]
+
+_PREFIX = struct.Struct(">QQQ")
+TWO_PART_PREFIX_SIZE = _PREFIX.size
+#: Dynamo's limit on a control header.
+DEFAULT_MAX_HEADER_SIZE = 128 * 1024
+#: Dynamo's default frame cap.
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TwoPartMessage:
+    """One TwoPart message; either part may be empty."""
+
+    header: bytes = b""
+    body: bytes = b""
+    checksum: int = 0
+
+
+def encode_two_part(header: bytes = b"", body: bytes = b"") -> bytes:
+    """Encode a TwoPart message with checksum 0, as Dynamo release builds do."""
+    return _PREFIX.pack(len(header), len(body), 0) + header + body
+
+
+class TwoPartDecoder(FrameDecoder):
+    """Incremental TwoPart decoder: ``feed`` chunks, iterate :meth:`messages`.
+
+    Length fields are checked against the limits before any allocation, so a
+    hostile 2**64 length is a :class:`FrameTooLarge`, not a memory error.
+    """
+
+    _what = "TwoPart message"
+
+    def __init__(
+        self,
+        *,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ) -> None:
+        super().__init__()
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+
+    def next_message(self) -> TwoPartMessage | None:
+        """The next complete message, or ``None`` until more bytes are fed."""
+        result = self._next()
+        assert result is None or isinstance(result, TwoPartMessage)
+        return result
+
+    def messages(self) -> Iterator[TwoPartMessage]:
+        """Every complete message buffered so far."""
+        while (message := self.next_message()) is not None:
+            yield message
+
+    def _parse_one(self) -> TwoPartMessage | None:
+        buf = self._buffer
+        if len(buf) < TWO_PART_PREFIX_SIZE:
+            return None
+        header_len, body_len, checksum = buf.unpack(_PREFIX)
+        if header_len > self.max_header_size:
+            raise FrameTooLarge(
+                f"TwoPart header of {header_len} bytes exceeds limit {self.max_header_size}"
+            )
+        if body_len > self.max_body_size:
+            raise FrameTooLarge(
+                f"TwoPart body of {body_len} bytes exceeds limit {self.max_body_size}"
+            )
+        end = TWO_PART_PREFIX_SIZE + header_len + body_len
+        if len(buf) < end:
+            return None
+        header_end = TWO_PART_PREFIX_SIZE + header_len
+        message = TwoPartMessage(
+            header=buf.slice(TWO_PART_PREFIX_SIZE, header_end),
+            body=buf.slice(header_end, end),
+            checksum=checksum,
+        )
+        buf.consume(end)
+        return message
+
+
+def decode_two_part(
+    data: bytes,
+    *,
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+) -> TwoPartMessage:
+    """Decode exactly one TwoPart message filling ``data`` (a NATS or HTTP payload)."""
+    decoder = TwoPartDecoder(max_header_size=max_header_size, max_body_size=max_body_size)
+    decoder.feed(data)
+    message = decoder.next_message()
+    if message is None:
+        raise ProtocolError(f"truncated TwoPart message ({len(data)} bytes)")
+    if decoder.buffered:
+        raise ProtocolError(f"{decoder.buffered} bytes after the TwoPart message")
+    return message

@@ -90,7 +90,8 @@ async def serve_request_stream(
         async with send:
             while True:
                 data = await stream.receive_some(RECEIVE_SIZE)
-                if not data:
+                if not data:  # the caller left: its pending acks have nowhere to go
+                    nursery.cancel_scope.cancel()
                     return
                 decoder.feed(data)
                 replies: list[Reply] = []

@@ -1,0 +1,64 @@
+"""Shared fixtures: a real TCP test worker, echo policies, and leak checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trio
+import trio.testing
+
+from trioplane.testing import Reply, TcpTestWorker, open_tcp_test_worker, serve_request_stream
+from trioplane.testing.worker import Policy
+from trioplane.wire.tcp import RequestFrame
+
+
+def echo(frame: RequestFrame) -> Reply:
+    """Answer each request with its own payload, so a caller can check it got *its* ack."""
+    return Reply.reject(frame.payload)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[TcpTestWorker]:
+    async with open_tcp_test_worker(echo) as running:
+        yield running
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def all_tasks() -> list[trio.lowlevel.Task]:
+    """Every task of this Trio run (walks the task tree from the root)."""
+    found: list[trio.lowlevel.Task] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        assert task is not None
+        found.append(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
+
+
+def memory_connector(nursery: trio.Nursery, policy: Policy) -> Connector:
+    """A connector whose 'connections' are memory streams served by the test worker code."""
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_request_stream, server, policy)
+        await trio.lowlevel.checkpoint()
+        return client
+
+    return connect
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` for up to 5 s (for state owned by a socket peer)."""
+    with trio.fail_after(5):
+        while not condition():  # noqa: ASYNC110 - no event exists for a peer's state
+            await trio.sleep(0.01)

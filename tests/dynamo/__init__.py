@@ -1,0 +1,128 @@
+"""Real Dynamo workers for interop tests, in a virtual environment of their own.
+
+Dynamo's pins must never touch trioplane's, so ``ai-dynamo-runtime`` lives in a
+separate venv that is created once and cached (``$TRIOPLANE_DYNAMO_VENV``, else
+``~/.cache/trioplane/dynamo-<version>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from trioplane import Instance
+
+DYNAMO_VERSION = "1.6.1"
+WORKER_SCRIPT = Path(__file__).with_name("worker_script.py")
+START_TIMEOUT = 60.0
+
+
+def dynamo_python(version: str = DYNAMO_VERSION) -> Path:
+    """The Python of a venv with ``ai-dynamo-runtime==version``, created on first use."""
+    default = Path.home() / ".cache" / "trioplane" / f"dynamo-{version}"
+    root = Path(os.environ.get("TRIOPLANE_DYNAMO_VENV", default))
+    python = root / "bin" / "python"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists():
+            return python
+        staging = root.with_name(root.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        venv.EnvBuilder(with_pip=True).create(staging)
+        subprocess.run(
+            [
+                staging / "bin" / "python",
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"ai-dynamo-runtime=={version}",
+            ],
+            check=True,
+        )
+        staging.rename(root)  # venv scripts use absolute paths; python itself is a symlink
+        return python
+
+
+def worker_env(discovery_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DYN_")}
+    env.update(
+        DYN_DISCOVERY_BACKEND="file",
+        DYN_FILE_KV=str(discovery_dir),
+        DYN_REQUEST_PLANE="tcp",
+        DYN_EVENT_PLANE="zmq",
+        DYN_TCP_RPC_HOST="127.0.0.1",
+        DYN_TCP_RPC_PORT="0",
+        DYN_TCP_RESPONSE_STREAM_HOST="127.0.0.1",
+        DYN_EVENT_PLANE_HOST="127.0.0.1",
+        DYN_SYSTEM_PORT="-1",
+        DYN_LOG="warn",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class DynamoWorker:
+    process: subprocess.Popen[bytes]
+    discovery_dir: Path
+    instances: dict[str, Instance]
+
+
+def read_instances(discovery_dir: Path) -> dict[str, Instance]:
+    """Instance records in Dynamo's file backend, by endpoint path."""
+    found = {}
+    folder = discovery_dir / "v1" / "instances"
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name.startswith(".tmp_"):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                instance = Instance.from_json(path.read_bytes())
+                found[instance.endpoint_path] = instance
+    return found
+
+
+@contextlib.contextmanager
+def run_dynamo_worker(
+    discovery_dir: Path, endpoints: list[str], **env: str
+) -> Iterator[DynamoWorker]:
+    """Start a real Dynamo worker serving ``endpoints``; stop it on exit."""
+    python = dynamo_python()
+    process = subprocess.Popen(
+        [python, WORKER_SCRIPT, *endpoints],
+        env=worker_env(discovery_dir, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=sys.stderr,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            instances = read_instances(discovery_dir)
+            if set(endpoints) <= set(instances):
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"Dynamo worker exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("Dynamo worker did not register in time")
+            time.sleep(0.05)
+        yield DynamoWorker(process, discovery_dir, instances)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

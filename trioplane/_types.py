@@ -5,13 +5,13 @@ No Trio here: these are plain data and a ``typing.Protocol``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from trioplane._errors import ProtocolError
+from trioplane.wire._json import dump_json, load_json
 
 __all__ = ["ClientStats", "Instance", "RequestPlaneClient"]
 
@@ -85,10 +85,7 @@ class Instance:
     @classmethod
     def from_json(cls, data: str | bytes | Mapping[str, Any]) -> Instance:
         """Parse Dynamo's instance record; raise :class:`ProtocolError` if malformed."""
-        try:
-            obj = json.loads(data) if isinstance(data, (str, bytes)) else data
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ProtocolError(f"instance record is not JSON: {exc}") from exc
+        obj = load_json(data, "instance record") if isinstance(data, (str, bytes)) else data
         if not isinstance(obj, Mapping):
             raise ProtocolError("instance record is not a JSON object")
         transport = obj.get("transport")
@@ -127,7 +124,7 @@ class Instance:
             obj["device_type"] = self.device_type
         if self.request_plane_codec is not None:
             obj["request_plane_codec"] = self.request_plane_codec
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return dump_json(obj)
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequen
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import outcome
 import trio
 
 from trioplane._errors import (
@@ -106,21 +107,43 @@ class StatsRecorder:
 
 
 class _Slot:
-    """One request's place in a connection's FIFO."""
+    """One request's place in a connection's FIFO.
 
-    __slots__ = ("abandoned", "ack", "done", "error", "frame", "queued_ns")
+    The outcome goes to ``task`` if the caller is parked, else into ``result``
+    for the caller to pick up. An ``abandoned`` slot (its caller gave up) is
+    never written if it was not yet, and its ack, if it was, is read and dropped.
+    """
 
-    def __init__(self, frame: bytes) -> None:
+    __slots__ = ("abandoned", "deadline", "frame", "queued_ns", "result", "task")
+
+    def __init__(self, frame: bytes, deadline: float) -> None:
         self.frame = frame
-        self.done = trio.Event()
-        self.ack: bytes | None = None
-        self.error: TrioplaneError | None = None
+        self.deadline = deadline
+        self.task: trio.lowlevel.Task | None = None
+        self.result: outcome.Outcome[bytes] | None = None
         self.abandoned = False
         self.queued_ns = time.perf_counter_ns()
 
+    @property
+    def waiting(self) -> bool:
+        return not self.abandoned and self.result is None
+
+    def resolve(self, result: outcome.Outcome[bytes]) -> None:
+        if self.abandoned or self.result is not None:
+            return
+        self.result = result
+        if self.task is not None:
+            trio.lowlevel.reschedule(self.task, result)
+            self.task = None
+
 
 class PipelinedConnection:
-    """A connection with a single writer, a reader, and a FIFO of waiting callers."""
+    """A connection with a single writer, a reader, and a FIFO of waiting callers.
+
+    Callers park with ``wait_task_rescheduled`` and are woken directly by the
+    reader; one timer task enforces the ack timeout for all of them (deadlines
+    grow along the FIFO, so it only ever watches the oldest).
+    """
 
     def __init__(
         self,
@@ -128,11 +151,13 @@ class PipelinedConnection:
         *,
         name: str,
         max_in_flight: int,
+        ack_timeout: float,
         stats: StatsRecorder,
         on_capacity: Callable[[], object] = lambda: None,
     ) -> None:
         self.name = name
         self.max_in_flight = max_in_flight
+        self.ack_timeout = ack_timeout
         #: Requests this connection still owes an outcome: queued, or written and unacked.
         self.in_flight = 0
         self._channel = channel
@@ -140,7 +165,9 @@ class PipelinedConnection:
         self._on_capacity = on_capacity
         self._outbox: list[_Slot] = []
         self._written: deque[_Slot] = deque()
-        self._outbox_ready = trio.Event()
+        self._parked_writer: trio.lowlevel.Task | None = None
+        self._writing = False
+        self._parked_timer: trio.lowlevel.Task | None = None
         self._error: TrioplaneError | None = None
         self._retired = False
         self._cancel_scope = trio.CancelScope()
@@ -159,28 +186,72 @@ class PipelinedConnection:
         if self.in_flight == 0:
             self.close()
 
-    async def request(self, frame: bytes, ack_timeout: float) -> bytes:
-        """Queue ``frame`` and wait for its ack (the caller already reserved capacity)."""
+    async def request(self, frame: bytes) -> bytes:
+        """Send ``frame`` and wait for its ack (the caller already chose this connection).
+
+        If nobody is writing, the caller writes its own frame (shielded, bounded by
+        its ack deadline: a half-written frame would break the connection for all);
+        otherwise it queues the frame for the writer task, which sends everything
+        queued in one write.
+        """
         if self._error is not None:
+            await trio.lowlevel.checkpoint()
             raise fresh_error(self._error)
-        slot = _Slot(frame)
+        slot = _Slot(frame, trio.current_time() + self.ack_timeout)
         self.in_flight += 1
-        self._outbox.append(slot)
-        self._outbox_ready.set()
+        if self._writing or self._outbox:
+            self._outbox.append(slot)
+            self._wake_writer()
+        else:
+            await self._write_now(slot)
+        if self._parked_timer is not None:
+            trio.lowlevel.reschedule(self._parked_timer)
+            self._parked_timer = None
+        if slot.result is None:
+            slot.task = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                slot.task = None
+                slot.abandoned = True  # the FIFO keeps the slot; nobody gets its ack
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            ack: bytes = await trio.lowlevel.wait_task_rescheduled(abort)
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            ack = slot.result.unwrap()
+        stats = self._stats
+        stats.latency_total_ns += time.perf_counter_ns() - slot.queued_ns
+        stats.latency_count += 1
+        return ack
+
+    async def _write_now(self, slot: _Slot) -> None:
+        self._writing = True
+        self._written.append(slot)
+        stats = self._stats
+        stats.requests_sent += 1
+        stats.bytes_sent += len(slot.frame)
         try:
-            with trio.move_on_after(ack_timeout):
-                await slot.done.wait()
+            with trio.CancelScope(shield=True, deadline=slot.deadline) as scope:
+                await self._send([slot.frame])
+            if scope.cancelled_caught:
+                self._fail(ConnectionLost(f"{self.name}: write stalled past the ack timeout"))
         finally:
-            if not slot.done.is_set():
-                slot.abandoned = True
-        if slot.error is not None:
-            raise fresh_error(slot.error)
-        if slot.ack is None:
-            raise AckTimeout(f"no ack from {self.name} within {ack_timeout:g} s")
-        latency = time.perf_counter_ns() - slot.queued_ns
-        self._stats.latency_total_ns += latency
-        self._stats.latency_count += 1
-        return slot.ack
+            self._writing = False
+            if self._outbox:
+                self._wake_writer()
+
+    async def _send(self, frames: list[bytes]) -> None:
+        try:
+            await self._channel.send_frames(frames)
+        except TrioplaneError as exc:
+            self._fail(exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionLost(f"{self.name}: write failed: {exc!r}"))
+
+    def _wake_writer(self) -> None:
+        if self._parked_writer is not None:
+            trio.lowlevel.reschedule(self._parked_writer)
+            self._parked_writer = None
 
     def _release(self) -> None:
         self.in_flight -= 1
@@ -196,6 +267,7 @@ class PipelinedConnection:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop)
                     nursery.start_soon(self._read_loop)
+                    nursery.start_soon(self._timeout_loop)
         finally:
             self._shut(ClientClosed(f"client closed before {self.name} answered"))
             with trio.CancelScope(shield=True) as scope:
@@ -219,21 +291,30 @@ class PipelinedConnection:
         self._written.clear()
         self._outbox = []
         for slot in pending:
-            if not slot.abandoned:
-                slot.error = self._error
-                slot.done.set()
+            slot.resolve(outcome.Error(fresh_error(self._error)))
             self._release()
         self._on_capacity()
 
+    async def _park(self, attribute: str) -> None:
+        """Sleep until a caller reschedules the task stored in ``attribute``."""
+        setattr(self, attribute, trio.lowlevel.current_task())
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            setattr(self, attribute, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
     async def _write_loop(self) -> None:
         stats = self._stats
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready = trio.Event()
+        while self._error is None:
+            if self._writing or not self._outbox:
+                await self._park("_parked_writer")
+                continue
             batch, self._outbox = self._outbox, []
             frames = []
             for slot in batch:
-                if slot.abandoned:  # its caller left before it was written
+                if not slot.waiting:  # its caller left (or timed out) before it was written
                     self._release()
                     continue
                 self._written.append(slot)
@@ -242,14 +323,11 @@ class PipelinedConnection:
             if not frames:
                 continue
             stats.requests_sent += len(frames)
+            self._writing = True
             try:
-                await self._channel.send_frames(frames)
-            except TrioplaneError as exc:
-                self._fail(exc)
-                return
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._fail(ConnectionLost(f"{self.name}: write failed: {exc!r}"))
-                return
+                await self._send(frames)
+            finally:
+                self._writing = False
 
     async def _read_loop(self) -> None:
         stats = self._stats
@@ -270,10 +348,33 @@ class PipelinedConnection:
                 slot = written.popleft()
                 stats.responses_received += 1
                 stats.bytes_received += 4 + len(ack)
-                if not slot.abandoned:
-                    slot.ack = ack
-                    slot.done.set()
+                slot.resolve(outcome.Value(ack))
                 self._release()
+
+    def _oldest_waiting(self) -> _Slot | None:
+        for queue in (self._written, self._outbox):
+            for slot in queue:
+                if slot.waiting:
+                    return slot
+        return None
+
+    async def _timeout_loop(self) -> None:
+        """Fail callers whose ack is overdue with :class:`AckTimeout` (Dynamo keeps the
+        connection: a late ack is read and dropped)."""
+        while True:
+            oldest = self._oldest_waiting()
+            if oldest is None:
+                await self._park("_parked_timer")
+                continue
+            await trio.sleep_until(oldest.deadline)
+            now = trio.current_time()
+            for queue in (self._written, self._outbox):
+                for slot in queue:
+                    if slot.waiting and slot.deadline <= now:
+                        timeout = AckTimeout(
+                            f"no ack from {self.name} within {self.ack_timeout:g} s"
+                        )
+                        slot.resolve(outcome.Error(timeout))
 
 
 K = TypeVar("K", bound=Hashable)
@@ -356,8 +457,11 @@ class ConnectionPool(Generic[K]):
 
     async def request(self, key: K, frame: bytes) -> bytes:
         """Send ``frame`` to the peer ``key`` on a pooled connection; return its ack."""
-        conn = await self._acquire(key)
-        return await conn.request(frame, self.options.ack_timeout)
+        host = self._hosts.get(key)
+        conn = host.pick() if host is not None and not self.closed else None
+        if conn is None:
+            conn = await self._acquire(key)
+        return await conn.request(frame)
 
     async def _acquire(self, key: K) -> PipelinedConnection:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -427,6 +531,7 @@ class ConnectionPool(Generic[K]):
                 channel,
                 name=str(key),
                 max_in_flight=self.options.max_in_flight_per_connection,
+                ack_timeout=self.options.ack_timeout,
                 stats=self._stats,
                 on_capacity=host.capacity.unpark_all,
             )

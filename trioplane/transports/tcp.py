@@ -7,6 +7,7 @@ persistent, pipelined connections per ``host:port``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypedDict
@@ -62,8 +63,12 @@ class TcpClientOptions(TypedDict, total=False):
     connector: Connector
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_tcp_address(address: str) -> tuple[str, int, str]:
-    """Split a TCP address into host, port and path; ``ValueError`` if malformed."""
+    """Split a TCP address into host, port and path; ``ValueError`` if malformed.
+
+    Cached: a client sends to the same few addresses over and over.
+    """
     if not isinstance(address, str):
         raise TypeError(f"address must be str, not {type(address).__name__}")
     rest = address[len("tcp://") :] if address.startswith("tcp://") else address

@@ -7,12 +7,12 @@ encodings, str as str and bytes as bin).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 import msgpack
 
 from trioplane._errors import ProtocolError
+from trioplane.wire._json import dump_json, load_json
 
 __all__ = ["JSON", "MSGPACK", "CodecError", "PayloadCodec", "get_codec"]
 
@@ -36,17 +36,12 @@ class JsonCodec:
 
     def encode(self, obj: Any) -> bytes:
         try:
-            return json.dumps(
-                obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode()
+            return dump_json(obj)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"json codec cannot encode {type(obj).__name__}: {exc}") from exc
 
     def decode(self, data: bytes) -> Any:
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CodecError(f"payload is not valid JSON: {exc}") from exc
+        return load_json(data, "payload", CodecError)
 
 
 class MsgpackCodec:

@@ -8,12 +8,12 @@ as a header-only TwoPart message.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from trioplane._errors import ProtocolError
+from trioplane.wire._json import dump_json, load_json
 from trioplane.wire.twopart import encode_two_part
 
 __all__ = [
@@ -25,15 +25,11 @@ __all__ = [
 ]
 
 
-def _compact(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+_compact = dump_json
 
 
 def _load_object(data: bytes | str, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{what} is not JSON: {exc}") from exc
+    obj = load_json(data, what)
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what} is not a JSON object")
     return obj
@@ -72,7 +68,9 @@ class CallHomeInfo:
             address=_get_str(obj, "address", "connection_info.info"),
             subject=_get_str(obj, "subject", "connection_info.info"),
             context=_get_str(obj, "context", "connection_info.info"),
-            stream_type=obj.get("stream_type", "response"),
+            stream_type=_get_str(obj, "stream_type", "connection_info.info")
+            if "stream_type" in obj
+            else "response",
         )
 
 

@@ -7,13 +7,13 @@ the *whole* frame (request or ack) at 32 MiB by default.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from trioplane._errors import FrameTooLarge, ProtocolError
 from trioplane.wire._buffer import FrameDecoder
+from trioplane.wire._json import dump_json, load_json
 
 __all__ = [
     "ACK_ACCEPTED",
@@ -57,7 +57,7 @@ def encode_headers(headers: Mapping[str, str] | None) -> bytes:
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"header {key!r}: names and values must be str")
-    return json.dumps(dict(headers), separators=(",", ":"), ensure_ascii=False).encode()
+    return dump_json(headers if type(headers) is dict else dict(headers))
 
 
 def encode_request_frame(
@@ -96,10 +96,7 @@ def encode_request_frame(
 def _decode_headers(raw: bytes) -> dict[str, str]:
     if not raw:  # Dynamo's server takes a zero-length header block as no headers
         return {}
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"request headers are not JSON: {exc}") from exc
+    obj = load_json(raw, "request headers")
     if not isinstance(obj, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
     ):

@@ -1,0 +1,28 @@
+"""Strict, compact JSON as serde_json reads and writes it (UTF-8 only, no NaN)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trioplane._errors import ProtocolError
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dump_json(obj: object) -> bytes:
+    """Compact UTF-8 JSON; ``ValueError``/``TypeError`` for what JSON cannot hold."""
+    return _COMPACT.encode(obj).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(data: bytes | str, what: str, error: type[ProtocolError] = ProtocolError) -> Any:
+    """Parse UTF-8 JSON; anything else (other encodings, NaN, absurd nesting) is ``error``."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from exc

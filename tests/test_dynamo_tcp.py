@@ -122,4 +122,3 @@ async def test_200_pipelined_requests_on_one_connection(dynamo: DynamoWorker) ->
     assert stats.active_connections + stats.idle_connections == 1
     assert stats.requests_sent == stats.responses_received == 200
     assert sorted(recorder.subjects) == sorted(f"s{i}" for i in range(200))
-

@@ -1,0 +1,5 @@
+import sys
+
+from trioplane.cli import main
+
+sys.exit(main())

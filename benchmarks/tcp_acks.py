@@ -97,9 +97,9 @@ async def trioplane_run(host: str, port: int, seconds: float, concurrency: int) 
     return count
 
 
-def measure(run: Callable[[], Awaitable[int]]) -> float:
+def measure(run: Callable[..., Awaitable[int]], *args: object) -> float:
     start = time.perf_counter()
-    count = trio.run(run)
+    count = trio.run(run, *args)
     return count / (time.perf_counter() - start)
 
 
@@ -113,10 +113,10 @@ def main() -> None:
         print(f"{'concurrency':>11} {'raw acks/s':>12} {'trioplane acks/s':>17} {'ratio':>6}")
         for concurrency in (1, 64):
             if concurrency == 1:
-                raw = measure(lambda: raw_serial(host, port, seconds))
+                raw = measure(raw_serial, host, port, seconds)
             else:
-                raw = measure(lambda: raw_pipelined(host, port, seconds, concurrency))
-            ours = measure(lambda: trioplane_run(host, port, seconds, concurrency))
+                raw = measure(raw_pipelined, host, port, seconds, concurrency)
+            ours = measure(trioplane_run, host, port, seconds, concurrency)
             print(f"{concurrency:>11} {raw:>12,.0f} {ours:>17,.0f} {ours / raw:>6.2f}")
     finally:
         process.terminate()

@@ -189,17 +189,17 @@ class PipelinedConnection:
     async def request(self, frame: bytes) -> bytes:
         """Send ``frame`` and wait for its ack (the caller already chose this connection).
 
-        If nobody is writing, the caller writes its own frame (shielded, bounded by
-        its ack deadline: a half-written frame would break the connection for all);
-        otherwise it queues the frame for the writer task, which sends everything
-        queued in one write.
+        On an idle connection the caller writes its own frame, saving a task switch
+        (shielded, bounded by its ack deadline: a half-written frame would break the
+        connection for all); otherwise it queues the frame for the writer task, which
+        sends everything queued in one write.
         """
         if self._error is not None:
             await trio.lowlevel.checkpoint()
             raise fresh_error(self._error)
         slot = _Slot(frame, trio.current_time() + self.ack_timeout)
         self.in_flight += 1
-        if self._writing or self._outbox:
+        if self._writing or self._outbox or self._written:
             self._outbox.append(slot)
             self._wake_writer()
         else:

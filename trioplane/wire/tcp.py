@@ -10,10 +10,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_string
 
 from trioplane._errors import FrameTooLarge, ProtocolError
 from trioplane.wire._buffer import FrameDecoder
-from trioplane.wire._json import dump_json, load_json
+from trioplane.wire._json import load_json
 
 __all__ = [
     "ACK_ACCEPTED",
@@ -51,13 +52,18 @@ class RequestFrame:
 
 
 def encode_headers(headers: Mapping[str, str] | None) -> bytes:
-    """Compact JSON of a string -> string map; ``ValueError`` if not encodable."""
+    """Compact JSON of a string -> string map (as serde_json writes it).
+
+    ``TypeError`` for names or values that are not ``str``.
+    """
     if not headers:
         return _EMPTY_HEADERS
+    parts = []
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"header {key!r}: names and values must be str")
-    return dump_json(headers if type(headers) is dict else dict(headers))
+        parts.append(f"{_json_string(key)}:{_json_string(value)}")
+    return ("{" + ",".join(parts) + "}").encode()
 
 
 def encode_request_frame(

@@ -416,3 +416,51 @@ def test_unknown_option_is_type_error() -> None:
         trioplane.TcpClient(bogus=1)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="max_in_flight_per_connection"):
         trioplane.TcpClient(max_in_flight_per_connection=0)
+
+
+async def test_cancel_during_a_direct_write_never_cuts_a_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client_end, server_end = trio.testing.lockstep_stream_pair()
+
+    async def connector(host: str, port: int) -> trio.abc.Stream:
+        return client_end
+
+    frame = encode_request_frame("p", None, b"first")
+    async with trioplane.open_tcp_client(connector=connector) as client:
+
+        async def slow_reader() -> None:
+            await trio.sleep(1)  # the caller's write blocks until now
+            assert await server_end.receive_some(len(frame)) == frame
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_reader)
+            with trio.move_on_after(0.5) as scope:
+                await client.send_request("h:1/p", b"first")
+        assert scope.cancelled_caught
+        assert trio.current_time() == pytest.approx(1.0)  # the whole frame went out first
+        await server_end.send_all(b"\x00\x00\x00\x03one")  # the abandoned request's ack
+
+        async def answer_second() -> None:
+            await server_end.receive_some()
+            await server_end.send_all(b"\x00\x00\x00\x03two")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer_second)
+            assert await client.send_request("h:1/p", b"second") == b"two"
+
+
+async def test_a_write_stalled_past_the_ack_timeout_fails_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client_end, _server_end = trio.testing.lockstep_stream_pair()  # nobody ever reads
+
+    async def connector(host: str, port: int) -> trio.abc.Stream:
+        return client_end
+
+    async with trioplane.open_tcp_client(connector=connector, ack_timeout=2) as client:
+        with pytest.raises((trioplane.AckTimeout, trioplane.ConnectionLost)):
+            await client.send_request("h:1/p", b"x")
+        assert trio.current_time() == pytest.approx(2.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.stats().idle_connections + client.stats().active_connections == 0

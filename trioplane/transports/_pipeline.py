@@ -2,11 +2,12 @@
 
 A *pipelined* connection carries many requests at once and answers them with
 acks that carry no id, in the order the requests were written (Dynamo's TCP
-plane). Each connection has a single writer task that sends whatever callers
-have queued in one write, and a reader task that hands each ack to the oldest
-waiting caller. A caller that gives up (its cancel scope fires, or the ack
-timeout) only marks its slot abandoned: the slot keeps its place in the FIFO and
-its late ack is read and dropped, so the acks of the others stay matched.
+plane). On an idle connection a caller writes its own frame; otherwise a single
+writer task per connection sends whatever callers have queued in one write. A
+reader task hands each ack to the oldest waiting caller. A caller that gives up
+(its cancel scope fires, or the ack timeout) only marks its slot abandoned: the
+slot keeps its place in the FIFO and its late ack is read and dropped, so the
+acks of the others stay matched.
 
 The transports supply a :class:`FrameChannel` (how frames go out and acks come
 in) and a way to open one; everything else lives here once.

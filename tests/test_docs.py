@@ -1,0 +1,46 @@
+"""The documentation: its example program runs, and Sphinx builds it without warnings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_quickstart_example_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCS_DIR / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accepted: ack=b''" in result.stdout
+    assert "rejected: ack=b'Server overloaded: worker at capacity'" in result.stdout
+
+
+def test_docs_build_without_warnings(tmp_path: Path) -> None:
+    pytest.importorskip("sphinx")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-b",
+            "html",
+            str(DOCS_DIR),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -28,7 +28,7 @@ FRAME = encode_request_frame(PATH, HEADERS, PAYLOAD)
 
 def start_worker() -> tuple[subprocess.Popen[str], str, int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "trioplane.testing.worker", "--port", "0"],
+        [sys.executable, "-m", "trioplane.testing", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

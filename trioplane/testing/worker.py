@@ -5,7 +5,7 @@ same codec the client uses, records what it received, and answers each request
 as its *policy* says: accept, reject with a text, delay, drop the connection or
 send garbage. Acks go back in request order (FIFO), as Dynamo's do.
 
-Run it alone (for benchmarks): ``python -m trioplane.testing.worker --port 0``
+Run it alone (for benchmarks): ``python -m trioplane.testing --port 0``
 prints ``listening HOST:PORT`` and serves until interrupted.
 """
 

@@ -16,7 +16,6 @@ in) and a way to open one; everything else lives here once.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ class StatsRecorder:
         "bytes_sent",
         "errors",
         "latency_count",
-        "latency_total_ns",
+        "latency_total",
         "requests_sent",
         "responses_received",
     )
@@ -90,11 +89,11 @@ class StatsRecorder:
         self.errors = 0
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.latency_total_ns = 0
+        self.latency_total = 0.0  # seconds, on Trio's clock
         self.latency_count = 0
 
     def snapshot(self, active: int, idle: int) -> ClientStats:
-        avg = self.latency_total_ns // self.latency_count // 1000 if self.latency_count else 0
+        avg = round(self.latency_total * 1e6 / self.latency_count) if self.latency_count else 0
         return ClientStats(
             requests_sent=self.requests_sent,
             responses_received=self.responses_received,
@@ -115,15 +114,15 @@ class _Slot:
     never written if it was not yet, and its ack, if it was, is read and dropped.
     """
 
-    __slots__ = ("abandoned", "deadline", "frame", "queued_ns", "result", "task")
+    __slots__ = ("abandoned", "deadline", "frame", "queued_at", "result", "task")
 
-    def __init__(self, frame: bytes, deadline: float) -> None:
+    def __init__(self, frame: bytes, queued_at: float, deadline: float) -> None:
         self.frame = frame
+        self.queued_at = queued_at
         self.deadline = deadline
         self.task: trio.lowlevel.Task | None = None
         self.result: outcome.Outcome[bytes] | None = None
         self.abandoned = False
-        self.queued_ns = time.perf_counter_ns()
 
     @property
     def waiting(self) -> bool:
@@ -198,7 +197,8 @@ class PipelinedConnection:
         if self._error is not None:
             await trio.lowlevel.checkpoint()
             raise fresh_error(self._error)
-        slot = _Slot(frame, trio.current_time() + self.ack_timeout)
+        now = trio.current_time()
+        slot = _Slot(frame, now, now + self.ack_timeout)
         self.in_flight += 1
         if self._writing or self._outbox or self._written:
             self._outbox.append(slot)
@@ -221,7 +221,7 @@ class PipelinedConnection:
             await trio.lowlevel.cancel_shielded_checkpoint()
             ack = slot.result.unwrap()
         stats = self._stats
-        stats.latency_total_ns += time.perf_counter_ns() - slot.queued_ns
+        stats.latency_total += trio.current_time() - slot.queued_at
         stats.latency_count += 1
         return ack
 

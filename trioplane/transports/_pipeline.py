@@ -173,10 +173,6 @@ class PipelinedConnection:
         self._cancel_scope = trio.CancelScope()
 
     @property
-    def is_open(self) -> bool:
-        return self._error is None
-
-    @property
     def has_capacity(self) -> bool:
         return self._error is None and not self._retired and self.in_flight < self.max_in_flight
 
@@ -507,9 +503,6 @@ class ConnectionPool(Generic[K]):
             conn.retire()
         host.connections = []
         host.capacity.unpark_all()
-
-    def keys(self) -> list[K]:
-        return list(self._hosts)
 
     def _start_connect(self, key: K, host: _HostPool) -> _ConnectAttempt:
         attempt = host.attempt = _ConnectAttempt()

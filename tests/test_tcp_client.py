@@ -50,7 +50,7 @@ async def test_many_pipelined_requests_share_one_connection_in_fifo(
 
 async def test_cancel_after_write_keeps_fifo_for_the_others(worker: TcpTestWorker) -> None:
     def slow_first(frame: RequestFrame) -> Reply:
-        return Reply.reject(frame.payload, delay=0.3 if frame.payload == b"slow" else 0)
+        return Reply.reject(frame.payload, delay=1.0 if frame.payload == b"slow" else 0)
 
     worker.policy = slow_first
     async with trioplane.open_tcp_client() as client:
@@ -141,7 +141,7 @@ async def test_peer_close_fails_waiters_and_next_request_reconnects() -> None:
     drop_next = True
 
     def policy(frame: RequestFrame) -> Reply:
-        return Reply.drop(delay=0.2) if frame.payload == b"drop" and drop_next else echo(frame)
+        return Reply.drop(delay=1.0) if frame.payload == b"drop" and drop_next else echo(frame)
 
     async with open_tcp_test_worker(policy) as worker, trioplane.open_tcp_client() as client:
         outcomes: list[object] = []
@@ -241,13 +241,13 @@ async def test_ipv6_address_with_brackets() -> None:
 
 async def test_pool_grows_only_when_connections_are_full() -> None:
     async with (
-        open_tcp_test_worker(lambda f: Reply.accept(delay=0.1)) as worker,
+        open_tcp_test_worker(lambda f: Reply.accept(delay=1.0)) as worker,
         trioplane.open_tcp_client(max_in_flight_per_connection=2) as client,
     ):
         async with trio.open_nursery() as nursery:
             for _ in range(6):
                 nursery.start_soon(client.send_request, worker.address("p"), b"x")
-            await trio.sleep(0.05)
+            await wait_until(lambda: worker.connections_accepted == 3)
             assert client.stats().active_connections == 3
         assert worker.connections_accepted == 3
         assert client.stats().idle_connections == 3

@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, settings
 
 from trioplane.testing import Reply, TcpTestWorker, open_tcp_test_worker, serve_request_stream
 from trioplane.testing.worker import Policy
 from trioplane.wire.tcp import RequestFrame
+
+# Shared, noisy machines: no per-example deadline (speed lives in benchmarks/).
+settings.register_profile("trioplane", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("trioplane")
 
 
 def echo(frame: RequestFrame) -> Reply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -67,3 +68,9 @@ async def wait_until(condition: Callable[[], bool]) -> None:
     with trio.fail_after(5):
         while not condition():  # noqa: ASYNC110 - no event exists for a peer's state
             await trio.sleep(0.01)
+
+
+def split_at(blob: bytes, cuts: list[int]) -> list[bytes]:
+    """``blob`` cut at every offset in ``cuts`` (duplicates give empty chunks)."""
+    bounds = [0, *sorted(cuts), len(blob)]
+    return [blob[a:b] for a, b in itertools.pairwise(bounds)]

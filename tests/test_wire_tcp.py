@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import struct
 from collections.abc import Mapping
@@ -26,16 +25,12 @@ from trioplane.wire.tcp import (
     encode_request_frame,
 )
 
+from .conftest import split_at
+
 U16 = struct.Struct(">H")
 U32 = struct.Struct(">I")
 
 PATH = "718e09ed4c898113/ns/comp/ep"
-
-
-def split_at(blob: bytes, cuts: list[int]) -> list[bytes]:
-    """``blob`` cut at every offset in ``cuts`` (duplicates give empty chunks)."""
-    bounds = [0, *sorted(cuts), len(blob)]
-    return [blob[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def hand_frame(path: bytes, headers: bytes, payload: bytes) -> bytes:

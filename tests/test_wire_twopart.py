@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import struct
 
 import pytest
@@ -20,13 +19,9 @@ from trioplane.wire.twopart import (
     encode_two_part,
 )
 
+from .conftest import split_at
+
 PREFIX = struct.Struct(">QQQ")
-
-
-def split_at(blob: bytes, cuts: list[int]) -> list[bytes]:
-    """``blob`` cut at every offset in ``cuts`` (duplicates give empty chunks)."""
-    bounds = [0, *sorted(cuts), len(blob)]
-    return [blob[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 messages = st.builds(TwoPartMessage, header=st.binary(max_size=64), body=st.binary(max_size=256))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -222,28 +222,29 @@ class PipelinedConnection:
         return ack
 
     async def _write_now(self, slot: _Slot) -> None:
-        self._writing = True
-        self._written.append(slot)
-        stats = self._stats
-        stats.requests_sent += 1
-        stats.bytes_sent += len(slot.frame)
-        try:
-            with trio.CancelScope(shield=True, deadline=slot.deadline) as scope:
-                await self._send([slot.frame])
-            if scope.cancelled_caught:
-                self._fail(ConnectionLost(f"{self.name}: write stalled past the ack timeout"))
-        finally:
-            self._writing = False
-            if self._outbox:
-                self._wake_writer()
+        with trio.CancelScope(shield=True, deadline=slot.deadline) as scope:
+            await self._write([slot])
+        if scope.cancelled_caught:
+            self._fail(ConnectionLost(f"{self.name}: write stalled past the ack timeout"))
 
-    async def _send(self, frames: list[bytes]) -> None:
+    async def _write(self, slots: list[_Slot]) -> None:
+        """Write ``slots`` in one go; they join the FIFO before their bytes leave."""
+        self._writing = True
+        self._written.extend(slots)
+        stats = self._stats
+        stats.requests_sent += len(slots)
+        frames = [slot.frame for slot in slots]
+        stats.bytes_sent += sum(map(len, frames))
         try:
             await self._channel.send_frames(frames)
         except TrioplaneError as exc:
             self._fail(exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionLost(f"{self.name}: write failed: {exc!r}"))
+        finally:
+            self._writing = False
+            if self._outbox:
+                self._wake_writer()
 
     def _wake_writer(self) -> None:
         if self._parked_writer is not None:
@@ -303,28 +304,19 @@ class PipelinedConnection:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _write_loop(self) -> None:
-        stats = self._stats
         while self._error is None:
             if self._writing or not self._outbox:
                 await self._park("_parked_writer")
                 continue
             batch, self._outbox = self._outbox, []
-            frames = []
+            live = []
             for slot in batch:
-                if not slot.waiting:  # its caller left (or timed out) before it was written
+                if slot.waiting:
+                    live.append(slot)
+                else:  # its caller left (or timed out) before it was written
                     self._release()
-                    continue
-                self._written.append(slot)
-                frames.append(slot.frame)
-                stats.bytes_sent += len(slot.frame)
-            if not frames:
-                continue
-            stats.requests_sent += len(frames)
-            self._writing = True
-            try:
-                await self._send(frames)
-            finally:
-                self._writing = False
+            if live:
+                await self._write(live)
 
     async def _read_loop(self) -> None:
         stats = self._stats
@@ -348,30 +340,31 @@ class PipelinedConnection:
                 slot.resolve(outcome.Value(ack))
                 self._release()
 
-    def _oldest_waiting(self) -> _Slot | None:
+    def _waiting_slots(self) -> Iterator[_Slot]:
+        """Slots whose callers still wait, oldest (earliest deadline) first."""
         for queue in (self._written, self._outbox):
             for slot in queue:
                 if slot.waiting:
-                    return slot
-        return None
+                    yield slot
 
     async def _timeout_loop(self) -> None:
         """Fail callers whose ack is overdue with :class:`AckTimeout` (Dynamo keeps the
         connection: a late ack is read and dropped)."""
         while True:
-            oldest = self._oldest_waiting()
+            oldest = next(self._waiting_slots(), None)
             if oldest is None:
                 await self._park("_parked_timer")
                 continue
             await trio.sleep_until(oldest.deadline)
             now = trio.current_time()
-            for queue in (self._written, self._outbox):
-                for slot in queue:
-                    if slot.waiting and slot.deadline <= now:
-                        timeout = AckTimeout(
-                            f"no ack from {self.name} within {self.ack_timeout:g} s"
-                        )
-                        slot.resolve(outcome.Error(timeout))
+            overdue = []
+            for slot in self._waiting_slots():
+                if slot.deadline > now:
+                    break  # deadlines grow along the FIFO
+                overdue.append(slot)
+            for slot in overdue:
+                timeout = AckTimeout(f"no ack from {self.name} within {self.ack_timeout:g} s")
+                slot.resolve(outcome.Error(timeout))
 
 
 K = TypeVar("K", bound=Hashable)

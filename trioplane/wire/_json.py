@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from trioplane._errors import ProtocolError
@@ -13,6 +15,17 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 def dump_json(obj: object) -> bytes:
     """Compact UTF-8 JSON; ``ValueError``/``TypeError`` for what JSON cannot hold."""
     return _COMPACT.encode(obj).encode()
+
+
+def dump_str_map(mapping: Mapping[str, str]) -> bytes:
+    """Same bytes as :func:`dump_json` for a str -> str map, faster (a hot path:
+    request headers); ``TypeError`` for a name or value that is not ``str``."""
+    parts = []
+    for key, value in mapping.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"{key!r}: names and values must be str")
+        parts.append(f"{encode_basestring(key)}:{encode_basestring(value)}")
+    return ("{" + ",".join(parts) + "}").encode()
 
 
 def _reject_constant(name: str) -> Any:

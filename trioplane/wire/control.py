@@ -25,9 +25,6 @@ __all__ = [
 ]
 
 
-_compact = dump_json
-
-
 def _load_object(data: bytes | str, what: str) -> dict[str, Any]:
     obj = load_json(data, what)
     if not isinstance(obj, dict):
@@ -52,7 +49,7 @@ class CallHomeInfo:
     stream_type: str = "response"
 
     def encode(self) -> str:
-        return _compact(
+        return dump_json(
             {
                 "address": self.address,
                 "subject": self.subject,
@@ -101,7 +98,7 @@ class ControlMessage:
             obj["metadata"] = dict(self.metadata)
         if self.frontend_send_ts_ns is not None:
             obj["frontend_send_ts_ns"] = self.frontend_send_ts_ns
-        return _compact(obj)
+        return dump_json(obj)
 
     @classmethod
     def decode(cls, data: bytes) -> ControlMessage:
@@ -144,7 +141,7 @@ def encode_request_payload(control: ControlMessage, body: bytes) -> bytes:
 
 def encode_handshake(subject: str) -> bytes:
     """The worker's first call-home frame (header-only TwoPart)."""
-    return encode_two_part(_compact({"subject": subject, "stream_type": "response"}))
+    return encode_two_part(dump_json({"subject": subject, "stream_type": "response"}))
 
 
 def decode_handshake(header: bytes) -> str:

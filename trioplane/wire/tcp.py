@@ -10,11 +10,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring as _json_string
 
 from trioplane._errors import FrameTooLarge, ProtocolError
 from trioplane.wire._buffer import FrameDecoder
-from trioplane.wire._json import load_json
+from trioplane.wire._json import dump_str_map, load_json
 
 __all__ = [
     "ACK_ACCEPTED",
@@ -58,12 +57,10 @@ def encode_headers(headers: Mapping[str, str] | None) -> bytes:
     """
     if not headers:
         return _EMPTY_HEADERS
-    parts = []
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"header {key!r}: names and values must be str")
-        parts.append(f"{_json_string(key)}:{_json_string(value)}")
-    return ("{" + ",".join(parts) + "}").encode()
+    try:
+        return dump_str_map(headers)
+    except TypeError as exc:
+        raise TypeError(f"header {exc}") from None
 
 
 def encode_request_frame(

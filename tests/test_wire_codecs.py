@@ -21,13 +21,20 @@ json_scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+
+
+def nested(scalars: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lists and string-keyed maps of ``scalars``, a few levels deep."""
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+
+
+json_values = nested(json_scalars)
 msgpack_scalars = (
     st.none()
     | st.booleans()
@@ -36,13 +43,7 @@ msgpack_scalars = (
     | st.text(max_size=20)
     | st.binary(max_size=20)
 )
-msgpack_values = st.recursive(
-    msgpack_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+msgpack_values = nested(msgpack_scalars)
 
 
 # --- registry ---------------------------------------------------------------------------------

@@ -6,14 +6,31 @@ transports as async context managers whose nurseries own their connections.
 
 from trioplane._errors import (
     AckTimeout,
+    CallHomeTimeout,
     ClientClosed,
     ConnectError,
     ConnectionLost,
     FrameTooLarge,
+    InstanceNotFound,
+    MalformedStream,
+    NoInstances,
     ProtocolError,
+    RemoteError,
+    StreamError,
+    StreamIncomplete,
     TrioplaneError,
+    WorkerOverloaded,
+    WorkerRejected,
+    WorkerUnavailable,
 )
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
+from trioplane.discovery import Discovery, FileDiscovery, StaticDiscovery
+from trioplane.endpoint import (
+    EndpointClient,
+    EndpointClientOptions,
+    ResponseStream,
+    open_endpoint_client,
+)
 from trioplane.transports.tcp import TcpClient, TcpClientOptions, open_tcp_client, start_tcp_client
 from trioplane.wire.codecs import CodecError
 
@@ -21,19 +38,36 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AckTimeout",
+    "CallHomeTimeout",
     "ClientClosed",
     "ClientStats",
     "CodecError",
     "ConnectError",
     "ConnectionLost",
+    "Discovery",
+    "EndpointClient",
+    "EndpointClientOptions",
+    "FileDiscovery",
     "FrameTooLarge",
     "Instance",
+    "InstanceNotFound",
+    "MalformedStream",
+    "NoInstances",
     "ProtocolError",
+    "RemoteError",
     "RequestPlaneClient",
+    "ResponseStream",
+    "StaticDiscovery",
+    "StreamError",
+    "StreamIncomplete",
     "TcpClient",
     "TcpClientOptions",
     "TrioplaneError",
+    "WorkerOverloaded",
+    "WorkerRejected",
+    "WorkerUnavailable",
     "__version__",
+    "open_endpoint_client",
     "open_tcp_client",
     "start_tcp_client",
 ]

@@ -1,17 +1,54 @@
 """A real Dynamo worker for trioplane's interop tests.
 
 Runs under the Dynamo virtual environment's Python (not trioplane's): serves the
-endpoints named on the command line with an echo handler, file discovery.
+endpoints named on the command line, file discovery. The handler's behaviour is
+picked by the request's ``op`` (no ``op``: echo the request once):
+
+* ``count``: yield ``{"i": i}`` for ``i < n``;
+* ``error_after``: yield one item, then raise ``ValueError("boom")``;
+* ``error_before``: raise ``ValueError("boom")`` before the first item;
+* ``context``: yield the context's id and metadata;
+* ``size``: yield the length of the request's ``blob``;
+* ``slow``: yield an item every ``interval`` seconds until stopped or killed,
+  then write ``stopped``, ``killed`` (or ``closed`` if the generator was closed
+  otherwise) to ``marker``, a file path.
 """
 
 import asyncio
 import sys
+from pathlib import Path
 
 from dynamo.runtime import DistributedRuntime
 
 
-async def echo(request, context):  # type: ignore[no-untyped-def]
-    yield {"echo": request}
+async def handler(request, context):  # type: ignore[no-untyped-def]
+    op = request.get("op") if isinstance(request, dict) else None
+    if op is None:
+        yield {"echo": request}
+    elif op == "count":
+        for i in range(request["n"]):
+            yield {"i": i}
+    elif op == "error_after":
+        yield {"i": 0}
+        raise ValueError("boom")
+    elif op == "error_before":
+        raise ValueError("boom")
+    elif op == "context":
+        yield {"id": context.id(), "metadata": dict(context.metadata.items())}
+    elif op == "size":
+        yield {"size": len(request["blob"])}
+    elif op == "slow":
+        i = 0
+        try:
+            while not (context.is_stopped() or context.is_killed()):
+                yield {"i": i}
+                i += 1
+                await asyncio.sleep(request.get("interval", 0.05))
+        finally:
+            state = "killed" if context.is_killed() else "stopped" if context.is_stopped() else "closed"
+            Path(request["marker"]).write_text(state)
+    else:
+        raise RuntimeError(f"unknown op {op!r}")
 
 
 async def main() -> None:
@@ -19,7 +56,7 @@ async def main() -> None:
     runtime = DistributedRuntime(loop, "file", "tcp")
     endpoints = [runtime.endpoint(name) for name in sys.argv[1:]]
     print("serving", flush=True)
-    await asyncio.gather(*(endpoint.serve_endpoint(echo) for endpoint in endpoints))
+    await asyncio.gather(*(endpoint.serve_endpoint(handler) for endpoint in endpoints))
 
 
 if __name__ == "__main__":

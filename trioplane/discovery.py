@@ -1,0 +1,177 @@
+"""Discovery: which worker instances exist.
+
+A :class:`Discovery` gives a snapshot (:meth:`~Discovery.instances`) and the
+stream of changes (:meth:`~Discovery.changes`, the full list each time it
+changes, starting with the current one). Two implementations:
+
+* :class:`StaticDiscovery`: a list you give (and may replace), for tests and
+  fixed deployments;
+* :class:`FileDiscovery`: Dynamo's file backend (``DYN_DISCOVERY_BACKEND=file``),
+  one JSON file per instance under ``<root>/v1/instances/``, polled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import trio
+
+from trioplane._errors import ProtocolError
+from trioplane._types import Instance
+
+__all__ = ["Discovery", "FileDiscovery", "StaticDiscovery", "default_file_root"]
+
+logger = logging.getLogger(__name__)
+
+#: Dynamo deletes instance files whose owner has not touched them for this long.
+STALE_AFTER = 10.0
+
+
+@runtime_checkable
+class Discovery(Protocol):
+    """Where an endpoint client learns about instances."""
+
+    async def instances(self) -> list[Instance]:
+        """The instances known now (every endpoint's)."""
+        ...
+
+    def changes(self) -> AsyncIterator[list[Instance]]:
+        """The current list, then the full list again each time it changes."""
+        ...
+
+
+class StaticDiscovery:
+    """A fixed list of instances; :meth:`set` replaces it and notifies watchers."""
+
+    def __init__(self, instances: Iterable[Instance] = ()) -> None:
+        self._instances = list(instances)
+        self._version = 0
+        self._changed = trio.Event()
+
+    def set(self, instances: Iterable[Instance]) -> None:
+        """Replace the list (watchers see the new one)."""
+        self._instances = list(instances)
+        self._version += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def instances(self) -> list[Instance]:
+        await trio.lowlevel.checkpoint()
+        return list(self._instances)
+
+    async def changes(self) -> AsyncIterator[list[Instance]]:
+        while True:
+            changed = self._changed
+            yield list(self._instances)
+            await changed.wait()
+
+
+def default_file_root() -> Path:
+    """``$DYN_FILE_KV``, else Dynamo's default ``$TMPDIR/dynamo_store_kv``."""
+    root = os.environ.get("DYN_FILE_KV")
+    return Path(root) if root else Path(tempfile.gettempdir()) / "dynamo_store_kv"
+
+
+class FileDiscovery:
+    """Dynamo's file discovery backend, read by polling every ``poll_interval`` s.
+
+    Files whose name starts with ``.tmp_`` (atomic writes in progress) are
+    skipped, and so are records not touched for ``stale_after`` seconds (Dynamo's
+    owners refresh the mtime every few seconds). A file is re-read only when its
+    size or mtime changed; unreadable or malformed records are skipped (logged).
+    Disk access runs in a worker thread, so the event loop never blocks on it.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        poll_interval: float = 0.5,
+        stale_after: float = STALE_AFTER,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.root = Path(root) if root is not None else default_file_root()
+        self.poll_interval = poll_interval
+        self.stale_after = stale_after
+        self._cache: dict[str, tuple[int, int, Instance | None]] = {}
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "v1" / "instances"
+
+    async def instances(self) -> list[Instance]:
+        return await trio.to_thread.run_sync(self._scan)
+
+    async def changes(self) -> AsyncIterator[list[Instance]]:
+        last: list[Instance] | None = None
+        while True:
+            current = await self.instances()
+            if current != last:
+                last = current
+                yield current
+            await trio.sleep(self.poll_interval)
+
+    def _scan(self) -> list[Instance]:
+        now = time.time()
+        found: dict[str, Instance] = {}
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if entry.name.startswith(".tmp_"):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if now - st.st_mtime > self.stale_after:
+                continue
+            cached = self._cache.get(entry.name)
+            if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
+                instance = cached[2]
+            else:
+                instance = self._read(entry.path)
+                self._cache[entry.name] = (st.st_mtime_ns, st.st_size, instance)
+            if instance is not None:
+                found[entry.name] = instance
+        for name in set(self._cache) - {e.name for e in entries}:
+            del self._cache[name]
+        return [found[name] for name in sorted(found)]
+
+    @staticmethod
+    def _read(path: str) -> Instance | None:
+        try:
+            with open(path, "rb") as file:
+                return Instance.from_json(file.read())
+        except (OSError, ProtocolError) as exc:
+            logger.warning("skipping instance record %s: %s", path, exc)
+            return None
+
+
+def instance_key(instance: Instance) -> str:
+    """The file backend's key for ``instance``: url-encoded ``ns/comp/ep/{id:x}``."""
+    raw = f"{instance.namespace}/{instance.component}/{instance.endpoint}/{instance.instance_id:x}"
+    return urllib.parse.quote(raw, safe="")
+
+
+DiscoverySource = Discovery | Sequence[Instance] | str | os.PathLike[str] | None
+
+
+def as_discovery(source: DiscoverySource) -> Discovery:
+    """A :class:`Discovery` from what a caller passed: a discovery, instances, a root, or None."""
+    if source is None:
+        return FileDiscovery()
+    if isinstance(source, (str, os.PathLike)):
+        return FileDiscovery(source)
+    if isinstance(source, Discovery):
+        return source
+    return StaticDiscovery(source)

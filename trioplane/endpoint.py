@@ -1,0 +1,592 @@
+"""The endpoint client: call a Dynamo endpoint and stream its responses.
+
+``open_endpoint_client("ns.comp.ep", discovery=...)`` owns everything a call
+needs: the request-plane transports, the response-plane listener that workers
+call home to, and the discovery watcher (which also warms up connections).
+A call (:meth:`EndpointClient.generate`) picks an instance, registers a
+call-home subject, sends the request, checks the ack, then reads the worker's
+stream. Leaving the call's ``async with`` early, or a cancel scope firing,
+sends ``"stop"`` (or ``"kill"``) to the worker and closes the stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager, suppress
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+import trio
+
+from trioplane._errors import (
+    CallHomeTimeout,
+    ClientClosed,
+    ConnectError,
+    InstanceNotFound,
+    MalformedStream,
+    NoInstances,
+    RemoteError,
+    StreamIncomplete,
+    TrioplaneError,
+    WorkerOverloaded,
+    WorkerRejected,
+    WorkerUnavailable,
+)
+from trioplane._types import Instance, RequestPlaneClient
+from trioplane._util import collapse_groups
+from trioplane.discovery import DiscoverySource, as_discovery
+from trioplane.response_plane import CallHome, ResponsePlane
+from trioplane.transports._pipeline import CLOSE_TIMEOUT
+from trioplane.transports.tcp import TcpClientOptions, parse_tcp_address, start_tcp_client
+from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
+from trioplane.wire.control import CallHomeInfo, ControlMessage, encode_request_payload
+from trioplane.wire.response import (
+    CANCEL_KILL,
+    CANCEL_STOP,
+    End,
+    Item,
+    Prologue,
+    Rejected,
+    encode_cancel,
+    unwrap_annotated,
+)
+from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "EndpointClient",
+    "EndpointClientOptions",
+    "ResponseStream",
+    "open_endpoint_client",
+    "parse_endpoint",
+    "rejection_error",
+]
+
+RouterMode = Literal["round_robin", "random"]
+RECEIVE_SIZE = 64 * 1024
+#: Headers the endpoint client sets itself, as Dynamo's client does.
+RESERVED_HEADERS = frozenset({"request-id", "x-endpoint-path", "x-frontend-send-ts-ns"})
+_ROUTER_MODES = ("round_robin", "random")
+_CODECS = ("auto", "json", "msgpack")
+
+
+class EndpointClientOptions(TypedDict, total=False):
+    """Options of :func:`open_endpoint_client`.
+
+    * ``router_mode`` (``"round_robin"``): how a call without ``instance_id``
+      picks an instance; or ``"random"``.
+    * ``codec`` (``"auto"``): payload codec; ``auto`` uses the instance's
+      ``request_plane_codec`` (JSON if absent), else ``"json"`` or ``"msgpack"``.
+    * ``max_attempts`` (3): instances tried per call when one rejects the
+      request or cannot be reached. Never retried once a worker accepted it.
+    * ``call_home_timeout`` (30 s): from the accepting ack to the worker's call
+      home -> :class:`~trioplane.CallHomeTimeout`.
+    * ``cancel_mode`` (``"stop"``): what an abandoned stream sends: ``"stop"``
+      (the handler sees itself stopped and ends) or ``"kill"``.
+    * ``response_host`` (``127.0.0.1``), ``response_port`` (0), ``advertise_host``:
+      the response-plane listener, and the host workers are told to dial.
+    * ``handshake_timeout`` (10 s): call-home connections silent for longer are dropped.
+    * ``max_item_size`` (32 MiB): cap on one response frame.
+    * ``close_grace_period`` (5 s): on close, how long open calls may finish.
+    * ``tcp``: options of the TCP transport (:class:`~trioplane.TcpClientOptions`).
+    * ``transports``: request-plane clients you own, by instance transport kind
+      (``{"tcp": client}``); used instead of ones the endpoint client opens.
+    """
+
+    router_mode: RouterMode
+    codec: Literal["auto", "json", "msgpack"]
+    max_attempts: int
+    call_home_timeout: float
+    cancel_mode: Literal["stop", "kill"]
+    response_host: str
+    response_port: int
+    advertise_host: str
+    handshake_timeout: float
+    max_item_size: int
+    close_grace_period: float
+    tcp: TcpClientOptions
+    transports: Mapping[str, RequestPlaneClient]
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
+    """``"ns.comp.ep"`` (optionally ``dyn://ns.comp.ep``) -> its three parts."""
+    if not isinstance(endpoint, str):
+        raise TypeError(f"endpoint must be str, not {type(endpoint).__name__}")
+    name = endpoint.removeprefix("dyn://")
+    parts = name.split(".")
+    if len(parts) != 3 or not all(parts) or any(c.isspace() for c in name):
+        raise ValueError(f"endpoint must be 'namespace.component.endpoint', not {endpoint!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def rejection_error(ack: bytes, instance_id: int | None = None) -> WorkerRejected:
+    """The error for a non-empty ack: overloaded, or unavailable (any other text)."""
+    text = ack.decode("utf-8", "replace")
+    if text.startswith("Server overloaded:"):
+        return WorkerOverloaded(text, instance_id)
+    return WorkerUnavailable(text, instance_id)
+
+
+class _Latest:
+    """An async iterable of the latest value only (warm-up never queues stale lists)."""
+
+    def __init__(self) -> None:
+        self._value: list[Instance] | None = None
+        self._changed = trio.Event()
+
+    def set(self, value: list[Instance]) -> None:
+        self._value = value
+        self._changed.set()
+
+    async def __aiter__(self) -> AsyncIterator[list[Instance]]:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            assert self._value is not None
+            yield self._value
+
+
+class ResponseStream:
+    """The responses of one call: an async context manager and async iterator.
+
+    Made by :meth:`EndpointClient.generate`. Entering sends the request (and
+    raises :class:`~trioplane.WorkerRejected` and friends); iterating yields
+    each item the worker's handler yielded. Leaving before the end tells the
+    worker to stop.
+    """
+
+    def __init__(
+        self,
+        client: EndpointClient,
+        request: Any,
+        instance_id: int | None,
+        metadata: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self._client = client
+        self._request = request
+        self._instance_id = instance_id
+        self._metadata = dict(metadata or {})
+        self._headers = dict(headers or {})
+        self._call_home: CallHome | None = None
+        self._deadline = 0.0
+        self._finished = False
+        self._failed = False
+        self._entered = False
+        #: The instance that accepted the request (set once entered).
+        self.instance: Instance | None = None
+        #: The request id (Dynamo's context id), set once entered.
+        self.request_id = ""
+
+    async def __aenter__(self) -> ResponseStream:
+        if self._entered:
+            raise RuntimeError("a ResponseStream can be entered once")
+        self._entered = True
+        self._call_home, self.instance, self.request_id = await self._client._start_call(
+            self._request, self._instance_id, self._metadata, self._headers
+        )
+        self._client._calls.add(self)
+        self._deadline = trio.current_time() + self._client.call_home_timeout
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        call_home = self._call_home
+        if call_home is None:
+            raise RuntimeError("use 'async with client.generate(...) as responses'")
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            return await self._next_item(call_home)
+        except TrioplaneError:
+            self._finished = self._failed = True
+            raise
+
+    async def _next_item(self, call_home: CallHome) -> Any:
+        if call_home.stream is None:
+            with trio.move_on_at(self._deadline):
+                await call_home.wait_connected()
+            if call_home.stream is None:
+                raise CallHomeTimeout(
+                    f"instance {self._instance_label()} accepted the request but did not "
+                    f"call home within {self._client.call_home_timeout:g} s (a body the worker "
+                    "cannot decode, e.g. a codec mismatch, looks like this)"
+                )
+        stream, decoder = call_home.stream, call_home.decoder
+        assert stream is not None
+        while True:
+            event = decoder.next_event()
+            if event is None:
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except trio.ClosedResourceError:
+                    raise ClientClosed("the endpoint client closed this stream") from None
+                except (trio.BrokenResourceError, OSError) as exc:
+                    raise StreamIncomplete(f"response stream broke: {exc}") from exc
+                if not data:
+                    decoder.check_eof()
+                    self._finished = True
+                    raise StopAsyncIteration
+                decoder.feed(data)
+            elif isinstance(event, Item):
+                item = event.data
+                if isinstance(item, Mapping) and item.get("event") == "error":
+                    raise RemoteError(item.get("error") or {"message": "remote error"})
+                has_data, data = unwrap_annotated(item)
+                if has_data:
+                    return data
+            elif isinstance(event, End):
+                self._finished = True
+                raise StopAsyncIteration
+            elif isinstance(event, Prologue):
+                if event.error is not None:
+                    raise RemoteError(event.error)
+            elif isinstance(event, Rejected):
+                raise rejection_error(event.text.encode(), self._instance_id_or_none())
+            else:  # Handshake is consumed by the plane, Sentinel only follows End
+                raise MalformedStream(f"unexpected {type(event).__name__} in a response stream")
+
+    def _instance_id_or_none(self) -> int | None:
+        return self.instance.instance_id if self.instance is not None else None
+
+    def _instance_label(self) -> str:
+        return f"{self.instance.instance_id:x}" if self.instance is not None else "?"
+
+    async def aclose(self) -> None:
+        """Stop the call if it is still running and release its connection. Idempotent."""
+        call_home, self._call_home = self._call_home, None
+        if call_home is None:
+            return
+        self._client._call_ended(self)
+        done = self._finished or call_home.decoder.ended
+        if call_home.stream is not None and not done and not self._failed:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await call_home.stream.send_all(encode_cancel(self._client.cancel_mode))
+        # A finished (or failed) stream lingers for the worker's last frames.
+        await call_home.aclose(linger=done or self._failed)
+        self._finished = True
+
+
+class EndpointClient:
+    """A client of one Dynamo endpoint. Made by :func:`open_endpoint_client`."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        discovery: DiscoverySource = None,
+        **options: Unpack[EndpointClientOptions],
+    ) -> None:
+        unknown = set(options) - set(EndpointClientOptions.__annotations__)
+        if unknown:
+            raise TypeError(f"unknown endpoint client options: {', '.join(sorted(unknown))}")
+        self.namespace, self.component, self.endpoint = parse_endpoint(endpoint)
+        self.endpoint_path = f"{self.namespace}.{self.component}.{self.endpoint}"
+        self.discovery = as_discovery(discovery)
+        self.router_mode = options.get("router_mode", "round_robin")
+        if self.router_mode not in _ROUTER_MODES:
+            raise ValueError(f"router_mode must be one of {_ROUTER_MODES}")
+        self.codec = options.get("codec", "auto")
+        if self.codec not in _CODECS:
+            raise ValueError(f"codec must be one of {_CODECS}")
+        self.max_attempts = options.get("max_attempts", 3)
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.call_home_timeout = options.get("call_home_timeout", 30.0)
+        self.cancel_mode = options.get("cancel_mode", CANCEL_STOP)
+        if self.cancel_mode not in (CANCEL_STOP, CANCEL_KILL):
+            raise ValueError("cancel_mode must be 'stop' or 'kill'")
+        self.close_grace_period = options.get("close_grace_period", 5.0)
+        self._tcp_options = options.get("tcp", {})
+        self._given_transports = dict(options.get("transports", {}))
+        self.response_plane = ResponsePlane(
+            host=options.get("response_host", "127.0.0.1"),
+            port=options.get("response_port", 0),
+            advertise_host=options.get("advertise_host"),
+            handshake_timeout=options.get("handshake_timeout", 10.0),
+            max_item_size=options.get("max_item_size", DEFAULT_MAX_BODY_SIZE),
+        )
+        self._transports: dict[str, RequestPlaneClient] = {}
+        self._instances: dict[int, Instance] = {}
+        self._instances_changed = trio.Event()
+        self._warmup = _Latest()
+        self._round_robin = itertools.count()
+        self._calls: set[ResponseStream] = set()
+        self._no_calls = trio.Event()
+        self._closing = False
+        self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the transports, the response plane and the watcher; use with ``nursery.start``."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.response_plane.run)
+                self._transports.update(self._given_transports)
+                if "tcp" not in self._transports:
+                    tcp = await start_tcp_client(nursery, **self._tcp_options)
+                    self._transports["tcp"] = tcp
+                    tcp.start_warmup(self._warmup)
+                await nursery.start(self._watch_discovery)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._closing = True
+            self._stopped.set()
+
+    async def _watch_discovery(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+        async with aclosing(self.discovery.changes()) as changes:  # type: ignore[type-var]
+            async for snapshot in changes:
+                mine = [i for i in snapshot if i.endpoint_path == self.endpoint_path]
+                self._instances = {i.instance_id: i for i in mine}
+                self._instances_changed.set()
+                self._instances_changed = trio.Event()
+                self._warmup.set(mine)
+                if not started:
+                    started = True
+                    task_status.started()
+
+    async def aclose(self) -> None:
+        """Refuse new calls, let open ones finish within the grace period, then close all."""
+        with trio.CancelScope(shield=True):
+            self._closing = True
+            if self._calls:
+                with trio.move_on_after(self.close_grace_period):
+                    await self._no_calls.wait()
+            for call in list(self._calls):
+                await call.aclose()
+            for kind, transport in self._transports.items():
+                if kind not in self._given_transports:
+                    await transport.aclose()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+                with trio.move_on_after(CLOSE_TIMEOUT * 2):
+                    await self._stopped.wait()
+
+    async def __aenter__(self) -> EndpointClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _call_ended(self, call: ResponseStream) -> None:
+        self._calls.discard(call)
+        if not self._calls and self._closing:
+            self._no_calls.set()
+
+    # -- instances ----------------------------------------------------------------------
+
+    def instances(self) -> list[Instance]:
+        """The endpoint's instances known now, by instance id."""
+        return [self._instances[k] for k in sorted(self._instances)]
+
+    async def wait_for_instances(self) -> list[Instance]:
+        """Until at least one instance is known (bound it with your own cancel scope)."""
+        while not self._instances:
+            if self._closing:
+                raise ClientClosed("endpoint client is closed")
+            await self._instances_changed.wait()
+        await trio.lowlevel.checkpoint()
+        return self.instances()
+
+    def _pick(self, instance_id: int | None, tried: set[int]) -> Instance:
+        if instance_id is not None:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                raise InstanceNotFound(
+                    f"no instance {instance_id:x} of {self.endpoint_path} (known: "
+                    f"{', '.join(f'{i:x}' for i in sorted(self._instances)) or 'none'})"
+                )
+            return instance
+        candidates = [
+            i
+            for i in self.instances()
+            if i.instance_id not in tried and i.transport_kind in self._transports
+        ]
+        if not candidates:
+            if tried:
+                raise NoInstances(f"every instance of {self.endpoint_path} was tried")
+            kinds = sorted({i.transport_kind for i in self._instances.values()})
+            detail = f" reachable by {sorted(self._transports)} (they use {kinds})" if kinds else ""
+            raise NoInstances(f"no instances of {self.endpoint_path}{detail}")
+        if self.router_mode == "random":
+            return random.choice(candidates)
+        return candidates[next(self._round_robin) % len(candidates)]
+
+    # -- calls --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: Any,
+        *,
+        instance_id: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResponseStream:
+        """One call: ``async with client.generate(req) as responses: async for item in responses``.
+
+        ``instance_id`` sends to that instance only (Dynamo's ``direct``);
+        ``metadata`` reaches the handler's context; ``headers`` (strings) go on
+        the request-plane frame next to the ones Dynamo sets.
+        """
+        for key, value in (headers or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError("headers must map str to str")
+            if key.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {key!r} is set by the endpoint client")
+        for key, value in (metadata or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError("metadata must map str to str")
+        return ResponseStream(self, request, instance_id, metadata, headers)
+
+    async def call(
+        self,
+        request: Any,
+        *,
+        instance_id: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[Any]:
+        """Every item of one call, as a list."""
+        stream = self.generate(request, instance_id=instance_id, metadata=metadata, headers=headers)
+        async with stream as responses:
+            return [item async for item in responses]
+
+    def _codec_for(self, instance: Instance) -> PayloadCodec:
+        if self.codec != "auto":
+            return get_codec(self.codec)
+        try:
+            return get_codec(instance.request_plane_codec)
+        except ValueError:
+            return JSON  # any Dynamo worker accepts JSON
+
+    async def _start_call(
+        self,
+        request: Any,
+        instance_id: int | None,
+        metadata: dict[str, str],
+        headers: dict[str, str],
+    ) -> tuple[CallHome, Instance, str]:
+        if self._closing or self._nursery is None:
+            await trio.lowlevel.checkpoint()
+            raise ClientClosed("endpoint client is closed" if self._closing else "not started")
+        tried: set[int] = set()
+        bodies: dict[str, bytes] = {}
+        last_error: TrioplaneError | None = None
+        for _ in range(self.max_attempts if instance_id is None else 1):
+            try:
+                instance = self._pick(instance_id, tried)
+            except NoInstances:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            tried.add(instance.instance_id)
+            codec = self._codec_for(instance)
+            if codec.name not in bodies:
+                bodies[codec.name] = codec.encode(request)
+            call_home = self.response_plane.register()
+            call_home.decoder.codec = codec
+            request_id = str(uuid.uuid4())
+            try:
+                ack = await self._send(
+                    instance, request_id, call_home, codec, bodies[codec.name], metadata, headers
+                )
+            except ConnectError as exc:  # never reached the worker: another one may serve it
+                await call_home.aclose()
+                last_error = exc
+                continue
+            except BaseException:
+                await call_home.aclose()
+                raise
+            if not ack:
+                return call_home, instance, request_id
+            await call_home.aclose()
+            last_error = rejection_error(ack, instance.instance_id)
+        assert last_error is not None
+        raise last_error
+
+    async def _send(
+        self,
+        instance: Instance,
+        request_id: str,
+        call_home: CallHome,
+        codec: PayloadCodec,
+        body: bytes,
+        metadata: dict[str, str],
+        extra_headers: dict[str, str],
+    ) -> bytes:
+        """Send one request to ``instance`` and return its ack."""
+        transport = self._transports.get(instance.transport_kind)
+        if transport is None:
+            raise WorkerUnavailable(
+                f"transport {instance.transport_kind!r} is not available in this client",
+                instance.instance_id,
+            )
+        send_ts = time.time_ns()
+        control = ControlMessage(
+            id=request_id,
+            call_home=CallHomeInfo(
+                address=self.response_plane.address,
+                subject=call_home.subject,
+                context=request_id,
+            ),
+            payload_codec=codec.name,
+            metadata=metadata,
+            frontend_send_ts_ns=send_ts,
+        )
+        headers = {"request-id": request_id, "x-frontend-send-ts-ns": str(send_ts)}
+        if instance.transport_kind == "tcp":
+            headers["x-endpoint-path"] = parse_tcp_address(instance.address)[2]
+        headers.update(extra_headers)
+        payload = encode_request_payload(control, body)
+        return await transport.send_request(instance.address, payload, headers)
+
+
+@asynccontextmanager
+async def open_endpoint_client(
+    endpoint: str,
+    discovery: DiscoverySource = None,
+    **options: Unpack[EndpointClientOptions],
+) -> AsyncIterator[EndpointClient]:
+    """Open a client of the Dynamo endpoint ``endpoint`` (``"namespace.component.endpoint"``).
+
+    ``discovery`` is a :class:`~trioplane.discovery.Discovery`, a list of
+    :class:`~trioplane.Instance`, a file-backend root directory, or ``None`` for
+    Dynamo's file backend at its default root (``$DYN_FILE_KV``).
+    """
+    client = EndpointClient(endpoint, discovery, **options)
+    with collapse_groups():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            try:
+                yield client
+            finally:
+                await client.aclose()

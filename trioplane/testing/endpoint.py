@@ -1,0 +1,179 @@
+"""A scriptable fake Dynamo endpoint worker, for tests that need broken streams.
+
+A real worker never sends a malformed response stream; this one sends whatever
+its *script* says. It listens on the TCP request plane (the test worker of
+:mod:`trioplane.testing.worker`), decodes each request's control message and
+body, and then either rejects it (the script returns a
+:class:`~trioplane.testing.Reply`) or acks it and calls home, sending the
+script's frames: bytes are written as they are, a float pauses that many
+seconds. It records every call and every ``"stop"``/``"kill"`` it receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from trioplane._errors import ProtocolError
+from trioplane._types import Instance
+from trioplane._util import collapse_groups
+from trioplane.testing.worker import Reply, TcpTestWorker
+from trioplane.wire.codecs import PayloadCodec, get_codec
+from trioplane.wire.control import ControlMessage, encode_handshake
+from trioplane.wire.response import (
+    decode_cancel,
+    encode_end,
+    encode_item,
+    encode_prologue,
+    encode_sentinel,
+)
+from trioplane.wire.tcp import RequestFrame
+from trioplane.wire.twopart import TwoPartDecoder, decode_two_part
+
+__all__ = ["FakeCall", "FakeEndpointWorker", "open_fake_endpoint_worker", "stream_frames"]
+
+#: What a script sends on the call-home connection: raw bytes, or a pause in seconds.
+Action = bytes | float
+Script = Callable[["FakeCall"], "Sequence[Action] | Reply"]
+
+
+@dataclass
+class FakeCall:
+    """One request the fake worker received, decoded."""
+
+    path: str
+    headers: dict[str, str]
+    control: ControlMessage
+    request: Any
+    #: ``"stop"``/``"kill"`` frames the caller sent on the call-home connection.
+    cancels: list[str] = field(default_factory=list)
+    #: True once the call-home connection is closed (by either side).
+    finished: bool = False
+
+    @property
+    def codec(self) -> PayloadCodec:
+        return get_codec(self.control.payload_codec)
+
+
+def stream_frames(codec: PayloadCodec, items: Iterable[Any]) -> list[Action]:
+    """A well-formed stream as a Python worker sends it: prologue, items, end, sentinel."""
+    return [
+        encode_prologue(),
+        *(encode_item(codec, {"data": item}) for item in items),
+        encode_end(codec),
+        encode_sentinel(),
+    ]
+
+
+def echo_script(call: FakeCall) -> Sequence[Action]:
+    return stream_frames(call.codec, [call.request])
+
+
+@dataclass
+class FakeEndpointWorker:
+    """A running fake worker; make one with :func:`open_fake_endpoint_worker`."""
+
+    script: Script = echo_script
+    calls: list[FakeCall] = field(default_factory=list)
+    tcp: TcpTestWorker = field(default_factory=TcpTestWorker)
+    _nursery: trio.Nursery | None = None
+
+    def instance(
+        self,
+        endpoint: str = "test.fake.generate",
+        instance_id: int = 0x1234,
+        *,
+        codec: str | None = "msgpack",
+    ) -> Instance:
+        """An instance record pointing at this worker (for ``StaticDiscovery``)."""
+        namespace, component, name = endpoint.split(".")
+        return Instance(
+            namespace=namespace,
+            component=component,
+            endpoint=name,
+            instance_id=instance_id,
+            transport_kind="tcp",
+            address=self.tcp.address(f"{instance_id:x}/{namespace}/{component}/{name}"),
+            request_plane_codec=codec,
+        )
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.tcp.policy = self._on_request
+            await nursery.start(self.tcp.serve)
+            task_status.started()
+
+    def _on_request(self, frame: RequestFrame) -> Reply:
+        try:
+            message = decode_two_part(frame.payload)
+            control = ControlMessage.decode(message.header)
+            request = get_codec(control.payload_codec).decode(message.body)
+        except (ProtocolError, ValueError) as exc:
+            return Reply.reject(f"Server unavailable: bad request: {exc}")
+        call = FakeCall(frame.path, dict(frame.headers), control, request)
+        self.calls.append(call)
+        actions = self.script(call)
+        if isinstance(actions, Reply):
+            return actions
+        assert self._nursery is not None
+        self._nursery.start_soon(self._call_home, call, list(actions))
+        return Reply.accept()
+
+    async def _call_home(self, call: FakeCall, actions: list[Action]) -> None:
+        host, _, port = call.control.call_home.address.rpartition(":")
+        try:
+            stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+        except OSError:
+            call.finished = True
+            return
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_cancels, stream, call, nursery.cancel_scope)
+            try:
+                await stream.send_all(encode_handshake(call.control.call_home.subject))
+                for action in actions:
+                    if isinstance(action, bytes):
+                        await stream.send_all(action)
+                    else:
+                        await trio.sleep(action)
+                with trio.move_on_after(10):  # as Dynamo: wait for the caller to close
+                    await trio.sleep_forever()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                call.finished = True
+                nursery.cancel_scope.cancel()
+
+    @staticmethod
+    async def _read_cancels(
+        stream: trio.SocketStream, call: FakeCall, scope: trio.CancelScope
+    ) -> None:
+        decoder = TwoPartDecoder()
+        try:
+            while data := await stream.receive_some():
+                decoder.feed(data)
+                for message in decoder.messages():
+                    call.cancels.append(decode_cancel(message.header))
+                    scope.cancel()  # as Dynamo: stop sending, close without the end
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()
+
+
+@asynccontextmanager
+async def open_fake_endpoint_worker(
+    script: Script = echo_script,
+) -> AsyncIterator[FakeEndpointWorker]:
+    """Run a :class:`FakeEndpointWorker` on 127.0.0.1 for the duration of the block."""
+    worker = FakeEndpointWorker(script)
+    with collapse_groups():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            try:
+                yield worker
+            finally:
+                nursery.cancel_scope.cancel()

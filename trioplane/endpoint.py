@@ -253,6 +253,9 @@ class ResponseStream:
                     return data
             elif isinstance(event, End):
                 self._finished = True
+                # Frames already received after the end must be the sentinel (else
+                # MalformedStream); later ones are read by the plane as it lingers.
+                decoder.next_event()
                 raise StopAsyncIteration
             elif isinstance(event, Prologue):
                 if event.error is not None:

@@ -6,7 +6,10 @@ its *script* says. It listens on the TCP request plane (the test worker of
 body, and then either rejects it (the script returns a
 :class:`~trioplane.testing.Reply`) or acks it and calls home, sending the
 script's frames: bytes are written as they are, a float pauses that many
-seconds. It records every call and every ``"stop"``/``"kill"`` it receives.
+seconds. After a script ending with the sentinel it waits (up to 10 s, as
+Dynamo) for the caller to close; after any other script it closes at once, like
+a worker dying mid-stream. It records every call and every ``"stop"``/``"kill"``
+it receives (and then stops sending, as Dynamo does).
 """
 
 from __future__ import annotations
@@ -140,8 +143,9 @@ class FakeEndpointWorker:
                         await stream.send_all(action)
                     else:
                         await trio.sleep(action)
-                with trio.move_on_after(10):  # as Dynamo: wait for the caller to close
-                    await trio.sleep_forever()
+                if actions and actions[-1] == encode_sentinel():
+                    with trio.move_on_after(10):  # as Dynamo: wait for the caller to close
+                        await trio.sleep_forever()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             finally:

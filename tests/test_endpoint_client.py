@@ -71,7 +71,7 @@ async def test_payload_codec_choice(
     async with trioplane.open_endpoint_client(
         ENDPOINT,
         [instance],
-        codec=option,  # type: ignore[typeddict-item]
+        codec=option,  # type: ignore[arg-type]
     ) as client:
         assert await client.call({"n": 2, "msg": "hi"}) == [{"n": 2, "msg": "hi"}]
     assert fake.calls[0].control.payload_codec == expected
@@ -195,7 +195,7 @@ async def test_leaving_early_tells_the_worker(fake: FakeEndpointWorker, mode: st
     async with trioplane.open_endpoint_client(
         ENDPOINT,
         [fake.instance(ENDPOINT)],
-        cancel_mode=mode,  # type: ignore[typeddict-item]
+        cancel_mode=mode,  # type: ignore[arg-type]
     ) as client:
         async with client.generate({}) as responses:
             async for item in responses:

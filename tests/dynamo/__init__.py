@@ -80,17 +80,16 @@ class DynamoWorker:
     instances: dict[str, Instance]
 
 
-def read_instances(discovery_dir: Path) -> dict[str, Instance]:
-    """Instance records in Dynamo's file backend, by endpoint path."""
-    found = {}
+def read_instances(discovery_dir: Path) -> list[Instance]:
+    """Every instance record in Dynamo's file backend under ``discovery_dir``."""
+    found = []
     folder = discovery_dir / "v1" / "instances"
     if folder.is_dir():
         for path in folder.iterdir():
             if path.name.startswith(".tmp_"):
                 continue
             with contextlib.suppress(OSError, ValueError):
-                instance = Instance.from_json(path.read_bytes())
-                found[instance.endpoint_path] = instance
+                found.append(Instance.from_json(path.read_bytes()))
     return found
 
 
@@ -98,8 +97,13 @@ def read_instances(discovery_dir: Path) -> dict[str, Instance]:
 def run_dynamo_worker(
     discovery_dir: Path, endpoints: list[str], **env: str
 ) -> Iterator[DynamoWorker]:
-    """Start a real Dynamo worker serving ``endpoints``; stop it on exit."""
+    """Start a real Dynamo worker serving ``endpoints``; stop it on exit.
+
+    Several workers may share ``discovery_dir``: each one's ``instances`` are the
+    records it added, by endpoint path.
+    """
     python = dynamo_python()
+    known = {i.instance_id for i in read_instances(discovery_dir)}
     process = subprocess.Popen(
         [python, WORKER_SCRIPT, *endpoints],
         env=worker_env(discovery_dir, **env),
@@ -109,7 +113,11 @@ def run_dynamo_worker(
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            instances = read_instances(discovery_dir)
+            instances = {
+                i.endpoint_path: i
+                for i in read_instances(discovery_dir)
+                if i.instance_id not in known
+            }
             if set(endpoints) <= set(instances):
                 break
             if process.poll() is not None:

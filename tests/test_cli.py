@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import trio
 
 import trioplane
+from trioplane import Instance
 from trioplane.cli import main
+from trioplane.discovery import instance_key
+from trioplane.testing import FakeCall, Reply, open_fake_endpoint_worker, stream_frames
+from trioplane.testing.endpoint import Action, Script
+from trioplane.wire.response import encode_item, encode_prologue
 
 
 def test_demo_runs_end_to_end() -> None:
@@ -42,3 +50,90 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == trioplane.__version__
+
+
+def write_record(root: Path, instance: Instance) -> None:
+    """Register ``instance`` in a Dynamo file-discovery root, as a worker would."""
+    folder = root / "v1" / "instances"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / instance_key(instance)).write_bytes(instance.to_json())
+
+
+async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "trioplane", *args], capture_stdout=True, capture_stderr=True,
+        check=False,
+    )  # fmt: skip
+
+
+async def test_call_prints_one_json_line_per_item(tmp_path: Path) -> None:
+    def script(call: FakeCall) -> list[Action]:
+        return stream_frames(call.codec, [{"i": i, "echo": call.request} for i in range(3)])
+
+    async with open_fake_endpoint_worker(script) as fake:
+        write_record(tmp_path, fake.instance("ns.comp.ep", 0xABC))
+        result = await run_cli(
+            "call", "ns.comp.ep", '{"q": "é"}', "--discovery-dir", str(tmp_path),
+            "--instance-id", "abc", "--codec", "json",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert [json.loads(line) for line in lines] == [{"i": i, "echo": {"q": "é"}} for i in range(3)]
+    assert fake.calls[0].control.payload_codec == "json"
+
+
+@pytest.mark.parametrize(
+    ("script", "extra", "message"),
+    [
+        (None, ["--wait", "0.2"], "NoInstances: no instances of ns.comp.ep found in"),
+        (
+            lambda call: [encode_prologue(), encode_item(call.codec, {"event": "error",
+                          "error": {"message": "ValueError: boom"}})],
+            [],
+            "RemoteError: ValueError: boom",
+        ),
+        (lambda call: Reply.reject("Server overloaded: busy"), [], "WorkerOverloaded"),
+        (lambda call: [encode_prologue()], [], "StreamIncomplete"),
+        (lambda call: [encode_prologue(), 5.0], ["--timeout", "0.3"], "longer than 0.3 s"),
+    ],
+)  # fmt: skip
+async def test_call_failures_print_one_line_and_exit_1(
+    tmp_path: Path, script: Script | None, extra: list[str], message: str
+) -> None:
+    async with open_fake_endpoint_worker(script or (lambda call: [])) as fake:
+        if script is not None:
+            write_record(tmp_path, fake.instance("ns.comp.ep"))
+        result = await run_cli("call", "ns.comp.ep", "{}", "--discovery-dir", str(tmp_path), *extra)
+    assert result.returncode == 1
+    stderr = result.stderr.decode().strip().splitlines()
+    assert len(stderr) == 1, stderr
+    assert message in stderr[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ns.comp.ep", "{not json"], "not valid JSON"),
+        (["ns.comp.ep", "{}", "--instance-id", "xyz"], "not an instance id"),
+        (["ns.comp.ep", "{}", "--codec", "xml"], "invalid choice"),
+    ],
+)
+def test_call_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trioplane", "call", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_bad_endpoint_name_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trioplane", "call", "nodots", "{}", "--discovery-dir", "."],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("trioplane: ValueError: endpoint must be")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import math
 import sys
 import time
+from typing import Any
 
 import trio
 
 import trioplane
+from trioplane.discovery import FileDiscovery
 from trioplane.testing import Reply, open_tcp_test_worker
 from trioplane.wire.tcp import RequestFrame
 
@@ -59,6 +64,40 @@ async def demo(requests: int, concurrency: int) -> None:
         print(f"worker received {received} requests on {conns} connection(s)")
 
 
+def parse_instance_id(text: str) -> int:
+    """An instance id in decimal, or in hex with ``0x`` or as printed in addresses."""
+    try:
+        if text.isdigit():
+            return int(text)
+        return int(text.removeprefix("0x"), 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an instance id: {text!r}") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray)):
+        return base64.b64encode(obj).decode()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+async def call(args: argparse.Namespace, request: Any) -> None:
+    """Call an endpoint once; print each item as one JSON line."""
+    async with trioplane.open_endpoint_client(
+        args.endpoint, args.discovery_dir, codec=args.codec
+    ) as client:
+        with trio.move_on_after(args.wait):
+            await client.wait_for_instances()
+        if not client.instances():
+            where = client.discovery.root if isinstance(client.discovery, FileDiscovery) else ""
+            raise trioplane.NoInstances(
+                f"no instances of {client.endpoint_path} found in {where} within {args.wait:g} s"
+            )
+        with trio.fail_after(args.timeout if args.timeout is not None else math.inf):
+            async with client.generate(request, instance_id=args.instance_id) as responses:
+                async for item in responses:
+                    print(json.dumps(item, ensure_ascii=False, default=_jsonable), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trioplane", description=trioplane.__doc__)
     parser.add_argument("--version", action="version", version=trioplane.__version__)
@@ -68,13 +107,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser.add_argument("--requests", type=int, default=20_000)
     demo_parser.add_argument("--concurrency", type=int, default=64)
+    call_parser = commands.add_parser(
+        "call",
+        help="call a Dynamo endpoint once and print each response item as a JSON line",
+        description="Call a Dynamo endpoint found by file discovery; print one JSON line "
+        "per item (bytes as base64). Exit status 0 on success, 1 on any failure.",
+    )
+    call_parser.add_argument("endpoint", help="namespace.component.endpoint")
+    call_parser.add_argument("request", help="the request, as JSON")
+    call_parser.add_argument(
+        "--discovery-dir", help="Dynamo's file discovery root (default: $DYN_FILE_KV)"
+    )
+    call_parser.add_argument("--codec", choices=["auto", "json", "msgpack"], default="auto")
+    call_parser.add_argument(
+        "--instance-id", type=parse_instance_id, help="this instance only (decimal or hex)"
+    )
+    call_parser.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for an instance (10)"
+    )
+    call_parser.add_argument("--timeout", type=float, help="seconds for the whole call")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             if args.requests < 0 or args.concurrency < 1:
                 parser.error("--requests must be >= 0 and --concurrency >= 1")
             trio.run(demo, args.requests, args.concurrency)
-    except trioplane.TrioplaneError as exc:
+        elif args.command == "call":
+            try:
+                request = json.loads(args.request)
+            except ValueError as exc:
+                call_parser.error(f"the request is not valid JSON: {exc}")
+            trio.run(call, args, request)
+    except trio.TooSlowError:
+        print(f"trioplane: the call took longer than {args.timeout:g} s", file=sys.stderr)
+        return 1
+    except (trioplane.TrioplaneError, ValueError) as exc:
         print(f"trioplane: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

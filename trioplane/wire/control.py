@@ -147,4 +147,6 @@ def encode_handshake(subject: str) -> bytes:
 def decode_handshake(header: bytes) -> str:
     """The subject of a call-home handshake header; :class:`ProtocolError` if malformed."""
     obj = _load_object(header, "call-home handshake")
+    if obj.get("stream_type", "response") != "response":
+        raise ProtocolError(f"call-home handshake for a {obj['stream_type']!r} stream")
     return _get_str(obj, "subject", "call-home handshake")

@@ -128,6 +128,7 @@ class ResponseStreamDecoder:
         self._state = _HANDSHAKE
         self._end_pending = False
         self._first_item = False
+        self._error: MalformedStream | None = None
 
     @property
     def ended(self) -> bool:
@@ -143,14 +144,27 @@ class ResponseStreamDecoder:
         self._frames.feed(data)
 
     def next_event(self) -> ResponseEvent | None:
-        """The next event, or ``None`` until more bytes are fed."""
+        """The next event, or ``None`` until more bytes are fed.
+
+        After a :class:`~trioplane.MalformedStream` the decoder is poisoned: the
+        stream is out of sync, so every later call raises the same error.
+        """
+        if self._error is not None:
+            raise self._error
         if self._end_pending:
             self._end_pending = False
             return End()
+        if self._state == _ITEMS and self.codec is None:
+            raise RuntimeError("set the decoder's codec before reading items")
+        try:
+            return self._next_event()
+        except MalformedStream as exc:
+            self._error = exc
+            raise
+
+    def _next_event(self) -> ResponseEvent | None:
         try:
             message = self._frames.next_message()
-        except MalformedStream:
-            raise
         except ProtocolError as exc:
             raise MalformedStream(f"bad call-home frame: {exc}") from exc
         if message is None:
@@ -198,8 +212,7 @@ class ResponseStreamDecoder:
         return Prologue(error)
 
     def _item(self, body: bytes) -> Item | End | Rejected:
-        if self.codec is None:
-            raise RuntimeError("set the decoder's codec before reading items")
+        assert self.codec is not None
         if self._first_item and body.startswith(_REJECTION_BYTES):
             self._state = _DONE  # a worker shedding load on the stream (newer Dynamo)
             return Rejected(body.decode("utf-8", "replace"))
@@ -241,7 +254,9 @@ def encode_prologue(error: Any = None) -> bytes:
 
 
 def encode_item(codec: PayloadCodec, data: Any) -> bytes:
-    """One response item, in Dynamo's wrapper (``data`` is the annotated item)."""
+    """One response item, in Dynamo's wrapper (``data`` is the annotated item, not None)."""
+    if data is None:
+        raise ValueError("a response item cannot be None (the wrapper's data marks an item)")
     return encode_two_part(body=codec.encode({"data": data, "complete_final": False}))
 
 

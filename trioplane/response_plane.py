@@ -15,7 +15,6 @@ import uuid
 import trio
 
 from trioplane._errors import ProtocolError
-from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
@@ -26,6 +25,8 @@ logger = logging.getLogger(__name__)
 RECEIVE_SIZE = 64 * 1024
 #: How long a finished stream's connection waits for the worker's sentinel.
 LINGER_TIMEOUT = 2.0
+#: Pause before accepting again after the system refused a connection (e.g. no fds).
+ACCEPT_BACKOFF = 0.1
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -44,6 +45,7 @@ class CallHome:
         self._arrived = trio.Event()
         self._released = trio.Event()
         self._closed = False
+        self._linger = False
 
     async def wait_connected(self) -> None:
         """Until the worker has called home (the caller's scope bounds the wait)."""
@@ -61,22 +63,17 @@ class CallHome:
         """Unregister and release the connection; ``linger`` lets the worker finish first.
 
         The connection belongs to the plane's handler task, which waits until the
-        call releases it. With ``linger`` that task reads on up to the worker's
-        sentinel (bounded by ``LINGER_TIMEOUT``) before closing, so a finished
-        worker is not cut off mid-write; otherwise the connection closes now.
+        call releases it, then closes it. With ``linger`` that task first reads on
+        up to the worker's sentinel (bounded by ``LINGER_TIMEOUT``), so a finished
+        worker is not cut off mid-write.
         """
         if self._closed:
             return
         self._closed = True
+        self._linger = linger
         self._plane._unregister(self)
-        stream = self.stream
-        if stream is not None and not (linger and not self.decoder.done):
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLOSE_TIMEOUT
-                await trio.aclose_forcefully(stream)
-        else:
-            await trio.lowlevel.checkpoint()
         self._released.set()
+        await trio.lowlevel.checkpoint()
 
 
 class ResponsePlane:
@@ -114,8 +111,26 @@ class ResponsePlane:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
         self.address = format_host_port(self.advertise_host, self.port)
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
+        try:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started()
+        finally:
+            for listener in listeners:
+                listener.socket.close()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        # Not trio.serve_listeners: its per-connection wrapper closes each stream
+        # a second time through a cancel scope, a cost paid on every call.
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # out of fds or memory: wait, as trio's server does
+                logger.warning("response plane cannot accept: %s", exc)
+                await trio.sleep(ACCEPT_BACKOFF)
+            else:
+                nursery.start_soon(self._handle, stream)
 
     def register(self) -> CallHome:
         """A fresh subject for one call; register it before sending the request."""
@@ -153,11 +168,11 @@ class ResponsePlane:
                 logger.debug("dropping call-home connection for subject %r", subject)
                 return
             await call_home._released.wait()  # the call owns the stream until then
-            with trio.move_on_after(LINGER_TIMEOUT):
-                await self._drain(stream, call_home.decoder)
+            if call_home._linger:
+                with trio.move_on_after(LINGER_TIMEOUT):
+                    await self._drain(stream, call_home.decoder)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+            stream.socket.close()  # synchronous: no checkpoint, safe in any scope
 
     @staticmethod
     async def _drain(stream: trio.SocketStream, decoder: ResponseStreamDecoder) -> None:

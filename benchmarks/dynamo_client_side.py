@@ -12,16 +12,17 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 from dynamo.runtime import DistributedRuntime
 
 
-async def measure(client, n, concurrency, seconds):  # type: ignore[no-untyped-def]
-    latencies = []
+async def measure(client: Any, n: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
     items = 0
     deadline = time.perf_counter() + seconds
 
-    async def caller():  # type: ignore[no-untyped-def]
+    async def caller() -> None:
         nonlocal items
         while time.perf_counter() < deadline:
             start = time.perf_counter()

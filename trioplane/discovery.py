@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -102,6 +102,7 @@ class FileDiscovery:
         self.poll_interval = poll_interval
         self.stale_after = stale_after
         self._cache: dict[str, tuple[int, int, Instance | None]] = {}
+        self._scan_lock = threading.Lock()
 
     @property
     def folder(self) -> Path:
@@ -116,10 +117,14 @@ class FileDiscovery:
             current = await self.instances()
             if current != last:
                 last = current
-                yield current
+                yield list(current)  # a copy: the caller may change it
             await trio.sleep(self.poll_interval)
 
     def _scan(self) -> list[Instance]:
+        with self._scan_lock:  # scans run in worker threads and share the cache
+            return self._scan_locked()
+
+    def _scan_locked(self) -> list[Instance]:
         now = time.time()
         found: dict[str, Instance] = {}
         try:
@@ -158,9 +163,16 @@ class FileDiscovery:
 
 
 def instance_key(instance: Instance) -> str:
-    """The file backend's key for ``instance``: url-encoded ``ns/comp/ep/{id:x}``."""
+    """The file backend's file name for ``instance``: ``ns/comp/ep/{id:x}``, encoded.
+
+    As Dynamo does, every byte that is not an ASCII letter or digit is
+    percent-encoded (``-`` and ``_`` too: ``my-ns`` is ``my%2Dns``).
+    """
     raw = f"{instance.namespace}/{instance.component}/{instance.endpoint}/{instance.instance_id:x}"
-    return urllib.parse.quote(raw, safe="")
+    return "".join(
+        chr(byte) if chr(byte).isascii() and chr(byte).isalnum() else f"%{byte:02X}"
+        for byte in raw.encode()
+    )
 
 
 DiscoverySource = Discovery | Sequence[Instance] | str | os.PathLike[str] | None

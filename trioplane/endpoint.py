@@ -69,7 +69,6 @@ __all__ = [
 ]
 
 RouterMode = Literal["round_robin", "random"]
-RECEIVE_SIZE = 64 * 1024
 #: Headers the endpoint client sets itself, as Dynamo's client does.
 RESERVED_HEADERS = frozenset({"request-id", "x-endpoint-path", "x-frontend-send-ts-ns"})
 _ROUTER_MODES = ("round_robin", "random")
@@ -219,38 +218,42 @@ class ResponseStream:
             raise
 
     async def _next_item(self, call_home: CallHome) -> Any:
-        if call_home.stream is None:
+        connection = call_home.connection
+        if connection is None:
             with trio.move_on_at(self._deadline):
                 await call_home.wait_connected()
-            if call_home.stream is None:
+            connection = call_home.connection
+            if connection is None:
                 raise CallHomeTimeout(
                     f"instance {self._instance_label()} accepted the request but did not "
                     f"call home within {self._client.call_home_timeout:g} s (a body the worker "
                     "cannot decode, e.g. a codec mismatch, looks like this)"
                 )
-        stream, decoder = call_home.stream, call_home.decoder
-        assert stream is not None
+        decoder = call_home.decoder
         while True:
             event = decoder.next_event()
-            if event is None:
-                try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                except trio.ClosedResourceError:
-                    raise ClientClosed("the endpoint client closed this stream") from None
-                except (trio.BrokenResourceError, OSError) as exc:
-                    raise StreamIncomplete(f"response stream broke: {exc}") from exc
-                if not data:
-                    decoder.check_eof()
-                    self._finished = True
-                    raise StopAsyncIteration
-                decoder.feed(data)
-            elif isinstance(event, Item):
+            if event.__class__ is Item:
                 item = event.data
+                if item.__class__ is dict and "event" not in item:  # a Python worker's item
+                    data = item.get("data")
+                    if data is not None:
+                        return data
                 if isinstance(item, Mapping) and item.get("event") == "error":
                     raise RemoteError(item.get("error") or {"message": "remote error"})
                 has_data, data = unwrap_annotated(item)
                 if has_data:
                     return data
+            elif event is None:
+                try:
+                    more = await connection.receive(decoder)
+                except trio.ClosedResourceError:
+                    raise ClientClosed("the endpoint client closed this stream") from None
+                except trio.BrokenResourceError as exc:
+                    raise StreamIncomplete(f"response stream broke: {exc}") from exc
+                if not more:
+                    decoder.check_eof()
+                    self._finished = True
+                    raise StopAsyncIteration
             elif isinstance(event, End):
                 self._finished = True
                 # Frames already received after the end must be the sentinel (else
@@ -278,13 +281,14 @@ class ResponseStream:
             return
         self._client._call_ended(self)
         done = self._finished or call_home.decoder.ended
-        if call_home.stream is not None and not done and not self._failed:
+        connection = call_home.connection
+        if connection is not None and not done and not self._failed:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + CLOSE_TIMEOUT
-                with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    await call_home.stream.send_all(encode_cancel(self._client.cancel_mode))
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await connection.send_all(encode_cancel(self._client.cancel_mode))
         # A finished (or failed) stream lingers for the worker's last frames.
-        await call_home.aclose(linger=done or self._failed)
+        call_home.close(linger=done or self._failed)
         self._finished = True
 
 
@@ -523,15 +527,15 @@ class EndpointClient:
                     instance, request_id, call_home, codec, bodies[codec.name], metadata, headers
                 )
             except ConnectError as exc:  # never reached the worker: another one may serve it
-                await call_home.aclose()
+                call_home.close()
                 last_error = exc
                 continue
             except BaseException:
-                await call_home.aclose()
+                call_home.close()
                 raise
             if not ack:
                 return call_home, instance, request_id
-            await call_home.aclose()
+            call_home.close()
             last_error = rejection_error(ack, instance.instance_id)
         assert last_error is not None
         raise last_error

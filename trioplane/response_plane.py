@@ -5,11 +5,19 @@ Each call registers a fresh subject *before* its request is sent
 the subject, and the connection is handed to the call that registered it.
 Connections with an unknown subject, a bad handshake, or no handshake within
 ``handshake_timeout`` (10 s, as Dynamo) are closed without touching other streams.
+
+Every call opens one connection and reads every item off it, so this path is
+lean: plain non-blocking sockets driven by ``trio.lowlevel.wait_readable``, a
+handshake that has already arrived is routed by the accept loop itself, and a
+finished connection is closed synchronously; a task is spawned only for a
+handshake still on its way or a stream whose sentinel is still to come.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import uuid
 
 import trio
@@ -18,7 +26,7 @@ from trioplane._errors import ProtocolError
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
-__all__ = ["CallHome", "ResponsePlane"]
+__all__ = ["CallHome", "CallHomeConnection", "ResponsePlane"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +35,83 @@ RECEIVE_SIZE = 64 * 1024
 LINGER_TIMEOUT = 2.0
 #: Pause before accepting again after the system refused a connection (e.g. no fds).
 ACCEPT_BACKOFF = 0.1
+#: Reads served from a socket that already had data before a real checkpoint
+#: (scheduling fairness; cancellation is checked on every read).
+READS_PER_CHECKPOINT = 16
+BACKLOG = 1024
 _WILDCARDS = ("", "0.0.0.0", "::")
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class CallHomeConnection:
+    """One worker's call-home TCP connection (a non-blocking socket).
+
+    Reads go straight into a :class:`ResponseStreamDecoder`. :meth:`close` is
+    synchronous and wakes any task blocked on the socket with
+    ``trio.ClosedResourceError``.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray(RECEIVE_SIZE)
+        self._view = memoryview(self._buffer)
+        self._ready_reads = 0
+        self.closed = False
+
+    def receive_nowait(self, decoder: ResponseStreamDecoder) -> int | None:
+        """Feed what the socket holds now: bytes read (0 = EOF), ``None`` if nothing."""
+        if self.closed:
+            raise trio.ClosedResourceError("call-home connection is closed")
+        try:
+            n = self._sock.recv_into(self._buffer)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"call-home connection failed: {exc}") from exc
+        if n:
+            decoder.feed(self._view[:n])
+        return n
+
+    async def receive(self, decoder: ResponseStreamDecoder) -> bool:
+        """Read more bytes into ``decoder``; ``False`` at EOF. A cancellation point."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        n = self.receive_nowait(decoder)
+        if n is not None:
+            self._ready_reads += 1
+            if self._ready_reads >= READS_PER_CHECKPOINT:
+                self._ready_reads = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return n > 0
+        self._ready_reads = 0
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            n = self.receive_nowait(decoder)
+            if n is not None:
+                return n > 0
+
+    async def send_all(self, data: bytes) -> None:
+        """Write all of ``data`` (small control frames: ``"stop"``, ``"kill"``)."""
+        view = memoryview(data)
+        while view:
+            if self.closed:
+                raise trio.ClosedResourceError("call-home connection is closed")
+            try:
+                view = view[self._sock.send(view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._sock)
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"call-home connection failed: {exc}") from exc
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
 
 
 class CallHome:
@@ -39,41 +119,41 @@ class CallHome:
 
     def __init__(self, plane: ResponsePlane, subject: str, max_item_size: int) -> None:
         self.subject = subject
-        self.stream: trio.SocketStream | None = None
+        self.connection: CallHomeConnection | None = None
         self.decoder = ResponseStreamDecoder(max_item_size=max_item_size)
         self._plane = plane
         self._arrived = trio.Event()
-        self._released = trio.Event()
         self._closed = False
-        self._linger = False
 
     async def wait_connected(self) -> None:
         """Until the worker has called home (the caller's scope bounds the wait)."""
         await self._arrived.wait()
 
-    def _deliver(self, stream: trio.SocketStream, decoder: ResponseStreamDecoder) -> bool:
-        if self._closed or self.stream is not None:
+    def _deliver(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> bool:
+        if self._closed or self.connection is not None:
             return False
         decoder.codec = self.decoder.codec
-        self.stream, self.decoder = stream, decoder
+        self.connection, self.decoder = connection, decoder
         self._arrived.set()
         return True
 
-    async def aclose(self, *, linger: bool = False) -> None:
+    def close(self, *, linger: bool = False) -> None:
         """Unregister and release the connection; ``linger`` lets the worker finish first.
 
-        The connection belongs to the plane's handler task, which waits until the
-        call releases it, then closes it. With ``linger`` that task first reads on
-        up to the worker's sentinel (bounded by ``LINGER_TIMEOUT``), so a finished
-        worker is not cut off mid-write.
+        With ``linger`` a finished stream's connection stays open until the
+        worker's sentinel (bounded by ``LINGER_TIMEOUT``), so the worker is not
+        cut off mid-write; otherwise it closes now.
         """
         if self._closed:
             return
         self._closed = True
-        self._linger = linger
         self._plane._unregister(self)
-        self._released.set()
-        await trio.lowlevel.checkpoint()
+        connection = self.connection
+        if connection is None:
+            return
+        if linger and not self.decoder.done and self._plane._linger(connection, self.decoder):
+            return
+        self._plane._forget(connection)
 
 
 class ResponsePlane:
@@ -105,32 +185,39 @@ class ResponsePlane:
         self.address = ""
         self.dropped_connections = 0
         self._waiting: dict[str, CallHome] = {}
+        self._connections: set[CallHomeConnection] = set()
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen until cancelled; ``address`` is set before ``started``."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        self.port = listeners[0].socket.getsockname()[1]
-        self.address = format_host_port(self.advertise_host, self.port)
-        try:
-            async with trio.open_nursery() as nursery:
-                for listener in listeners:
-                    nursery.start_soon(self._accept_loop, listener, nursery)
-                task_status.started()
-        finally:
-            for listener in listeners:
-                listener.socket.close()
+        """Listen until cancelled; ``address`` is set before ``started``.
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        # Not trio.serve_listeners: its per-connection wrapper closes each stream
-        # a second time through a cancel scope, a cost paid on every call.
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # out of fds or memory: wait, as trio's server does
-                logger.warning("response plane cannot accept: %s", exc)
-                await trio.sleep(ACCEPT_BACKOFF)
-            else:
-                nursery.start_soon(self._handle, stream)
+        On exit every connection still open is closed (readers of those streams
+        get ``trio.ClosedResourceError``).
+        """
+        family, kind, proto, _, sockaddr = (
+            await trio.socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(sockaddr)
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+            self.port = listener.getsockname()[1]
+            self.address = format_host_port(self.advertise_host, self.port)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._accept_loop(listener)
+        finally:
+            self._nursery = None
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
+            for connection in list(self._connections):
+                connection.close()
+            self._connections.clear()
 
     def register(self) -> CallHome:
         """A fresh subject for one call; register it before sending the request."""
@@ -144,46 +231,90 @@ class ResponsePlane:
         if self._waiting.get(call_home.subject) is call_home:
             del self._waiting[call_home.subject]
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    def _forget(self, connection: CallHomeConnection) -> None:
+        self._connections.discard(connection)
+        connection.close()
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            while True:  # take every connection waiting, then wait again
+                try:
+                    sock, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    logger.warning("response plane cannot accept: %s", exc)
+                    await trio.sleep(ACCEPT_BACKOFF)
+                    break
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                connection = CallHomeConnection(sock)
+                self._connections.add(connection)
+                self._route_or_wait(connection)
+
+    def _route_or_wait(self, connection: CallHomeConnection) -> None:
+        """Route a connection whose handshake is already here; else wait for it in a task."""
         decoder = ResponseStreamDecoder(max_item_size=self.max_item_size)
-        subject = None
+        try:
+            connection.receive_nowait(decoder)
+            event = decoder.next_event()
+        except (ProtocolError, trio.BrokenResourceError) as exc:
+            self._drop(connection, f"bad handshake: {exc}")
+            return
+        if isinstance(event, Handshake):
+            self._route(connection, decoder, event.subject)
+        else:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._await_handshake, connection, decoder)
+
+    async def _await_handshake(
+        self, connection: CallHomeConnection, decoder: ResponseStreamDecoder
+    ) -> None:
         try:
             with trio.move_on_after(self.handshake_timeout):
-                while subject is None:
+                while True:
                     event = decoder.next_event()
                     if isinstance(event, Handshake):
-                        subject = event.subject
-                        break
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                    if not data:
-                        break
-                    decoder.feed(data)
-        except (ProtocolError, trio.BrokenResourceError, OSError) as exc:
-            logger.debug("dropping call-home connection: %s", exc)
-            subject = None
-        call_home = self._waiting.pop(subject, None) if subject is not None else None
-        try:
-            if call_home is None or not call_home._deliver(stream, decoder):
-                self.dropped_connections += 1
-                logger.debug("dropping call-home connection for subject %r", subject)
-                return
-            await call_home._released.wait()  # the call owns the stream until then
-            if call_home._linger:
-                with trio.move_on_after(LINGER_TIMEOUT):
-                    await self._drain(stream, call_home.decoder)
-        finally:
-            stream.socket.close()  # synchronous: no checkpoint, safe in any scope
-
-    @staticmethod
-    async def _drain(stream: trio.SocketStream, decoder: ResponseStreamDecoder) -> None:
-        """Read a finished stream up to the worker's sentinel (or its close)."""
-        try:
-            while not decoder.done:
-                event = decoder.next_event()
-                if event is None:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                    if not data:
+                        self._route(connection, decoder, event.subject)
                         return
-                    decoder.feed(data)
-        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    if not await connection.receive(decoder):
+                        break
+            self._drop(connection, "no handshake")
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._drop(connection, f"bad handshake: {exc}")
+        except BaseException:
+            self._forget(connection)
+            raise
+
+    def _route(
+        self, connection: CallHomeConnection, decoder: ResponseStreamDecoder, subject: str
+    ) -> None:
+        call_home = self._waiting.pop(subject, None)
+        if call_home is None or not call_home._deliver(connection, decoder):
+            self._drop(connection, f"unknown subject {subject!r}")
+
+    def _drop(self, connection: CallHomeConnection, why: str) -> None:
+        self.dropped_connections += 1
+        logger.debug("dropping call-home connection: %s", why)
+        self._forget(connection)
+
+    def _linger(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> bool:
+        if self._nursery is None:
+            return False
+        self._nursery.start_soon(self._drain, connection, decoder)
+        return True
+
+    async def _drain(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> None:
+        """Read a finished stream up to the worker's sentinel (or its close), then close."""
+        try:
+            with trio.move_on_after(LINGER_TIMEOUT):
+                while not decoder.done:
+                    if decoder.next_event() is None and not await connection.receive(decoder):
+                        return
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        finally:
+            self._forget(connection)

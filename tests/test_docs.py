@@ -44,3 +44,20 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_endpoint_example_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCS_DIR / "examples" / "endpoint.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "item: {'i': 0}",
+        "item: {'i': 1}",
+        "item: {'i': 2}",
+        "all at once: [{'i': 0}, {'i': 1}]",
+    ]

@@ -403,8 +403,37 @@ async def test_closing_the_client_ends_open_streams(fake: FakeEndpointWorker) ->
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
-            await wait_until(lambda: bool(fake.calls))
+            await wait_until(lambda: bool(client._calls) and bool(fake.calls))
             await client.aclose()
+    assert len(errors) == 1
+    assert isinstance(errors[0], trioplane.ClientClosed)
+
+
+@pytest.mark.parametrize("when", ["before the ack", "before the call home"])
+async def test_closing_the_client_fails_calls_not_yet_streaming(
+    fake: FakeEndpointWorker, when: str
+) -> None:
+    """Calls still waiting for their ack or their call home end at once with ClientClosed."""
+    if when == "before the ack":
+        fake.script = lambda call: Reply.accept(delay=0.3)
+    else:
+        fake.script = lambda call: Reply.accept()  # acks, never calls home
+    errors: list[BaseException] = []
+    async with trioplane.open_endpoint_client(
+        ENDPOINT, [fake.instance(ENDPOINT)], close_grace_period=0.1
+    ) as client:
+
+        async def caller() -> None:
+            try:
+                await client.call({})
+            except trioplane.TrioplaneError as exc:
+                errors.append(exc)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(caller)
+                await wait_until(lambda: bool(fake.calls))
+                await client.aclose()
     assert len(errors) == 1
     assert isinstance(errors[0], trioplane.ClientClosed)
 

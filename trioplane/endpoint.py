@@ -178,6 +178,8 @@ class ResponseStream:
         self._finished = False
         self._failed = False
         self._entered = False
+        self._closed = False
+        self._closed_by_client = False
         #: The instance that accepted the request (set once entered).
         self.instance: Instance | None = None
         #: The request id (Dynamo's context id), set once entered.
@@ -208,6 +210,10 @@ class ResponseStream:
     async def __anext__(self) -> Any:
         call_home = self._call_home
         if call_home is None:
+            if self._closed_by_client:
+                raise ClientClosed("the endpoint client closed this stream")
+            if self._closed:
+                raise StopAsyncIteration
             raise RuntimeError("use 'async with client.generate(...) as responses'")
         if self._finished:
             raise StopAsyncIteration
@@ -223,6 +229,8 @@ class ResponseStream:
             with trio.move_on_at(self._deadline):
                 await call_home.wait_connected()
             connection = call_home.connection
+            if connection is None and call_home.closed:
+                raise ClientClosed("the endpoint client closed before the worker called home")
             if connection is None:
                 raise CallHomeTimeout(
                     f"instance {self._instance_label()} accepted the request but did not "
@@ -279,6 +287,7 @@ class ResponseStream:
         call_home, self._call_home = self._call_home, None
         if call_home is None:
             return
+        self._closed = True
         self._client._call_ended(self)
         done = self._finished or call_home.decoder.ended
         connection = call_home.connection
@@ -384,6 +393,7 @@ class EndpointClient:
                 with trio.move_on_after(self.close_grace_period):
                     await self._no_calls.wait()
             for call in list(self._calls):
+                call._closed_by_client = True
                 await call.aclose()
             for kind, transport in self._transports.items():
                 if kind not in self._given_transports:
@@ -534,6 +544,9 @@ class EndpointClient:
                 call_home.close()
                 raise
             if not ack:
+                if self._closing:
+                    call_home.close()
+                    raise ClientClosed("the endpoint client closed while the request was sent")
                 return call_home, instance, request_id
             call_home.close()
             last_error = rejection_error(ack, instance.instance_id)

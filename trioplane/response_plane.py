@@ -126,8 +126,16 @@ class CallHome:
         self._closed = False
 
     async def wait_connected(self) -> None:
-        """Until the worker has called home (the caller's scope bounds the wait)."""
+        """Until the worker has called home or the plane closed (check ``connection``).
+
+        The caller's cancel scope bounds the wait.
+        """
         await self._arrived.wait()
+
+    @property
+    def closed(self) -> bool:
+        """True once the call or the whole plane let go of this subject."""
+        return self._closed or self._plane.closed
 
     def _deliver(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> bool:
         if self._closed or self.connection is not None:
@@ -148,6 +156,7 @@ class CallHome:
             return
         self._closed = True
         self._plane._unregister(self)
+        self._arrived.set()  # wake a task still waiting for the call home
         connection = self.connection
         if connection is None:
             return
@@ -184,6 +193,7 @@ class ResponsePlane:
         self.max_item_size = max_item_size
         self.address = ""
         self.dropped_connections = 0
+        self.closed = False
         self._waiting: dict[str, CallHome] = {}
         self._connections: set[CallHomeConnection] = set()
         self._nursery: trio.Nursery | None = None
@@ -213,6 +223,9 @@ class ResponsePlane:
                 await self._accept_loop(listener)
         finally:
             self._nursery = None
+            self.closed = True
+            for call_home in self._waiting.values():
+                call_home._arrived.set()  # wake the waiters: nobody will call home now
             trio.lowlevel.notify_closing(listener)
             listener.close()
             for connection in list(self._connections):
@@ -221,7 +234,7 @@ class ResponsePlane:
 
     def register(self) -> CallHome:
         """A fresh subject for one call; register it before sending the request."""
-        if not self.address:
+        if not self.address or self.closed:
             raise RuntimeError("the response plane is not listening")
         call_home = CallHome(self, uuid.uuid4().hex, self.max_item_size)
         self._waiting[call_home.subject] = call_home

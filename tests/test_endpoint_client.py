@@ -474,3 +474,31 @@ def test_bad_options() -> None:
         with pytest.raises(ValueError, match=option):
             trioplane.EndpointClient("a.b.c", [], **{option: value})  # type: ignore[arg-type]
     assert trioplane.EndpointClient("dyn://a.b.c", []).endpoint_path == "a.b.c"
+
+
+async def test_discovery_warms_up_connections(fakes: list[FakeEndpointWorker]) -> None:
+    """A connection to each discovered instance opens before the first request."""
+    discovery = StaticDiscovery(instances_of(fakes)[:1])
+    async with trioplane.open_endpoint_client(ENDPOINT, discovery) as client:
+        await wait_until(lambda: fakes[0].tcp.connections_accepted == 1)
+        discovery.set(instances_of(fakes))
+        await wait_until(lambda: fakes[1].tcp.connections_accepted == 1)
+        assert not fakes[0].calls
+        assert not fakes[1].calls
+        await client.call({})
+        await client.call({})
+    assert [f.tcp.connections_accepted for f in fakes] == [1, 1]
+
+
+async def test_a_closed_stream_iterates_no_further(fake: FakeEndpointWorker) -> None:
+    fake.script = slow_script
+    async with trioplane.open_endpoint_client(ENDPOINT, [fake.instance(ENDPOINT)]) as client:
+        stream = client.generate({})
+        with pytest.raises(RuntimeError, match="async with"):
+            await anext(aiter(stream))
+        async with stream as responses:
+            assert await anext(aiter(responses)) == {"i": 0}
+        with pytest.raises(StopAsyncIteration):
+            await anext(aiter(responses))
+        with pytest.raises(RuntimeError, match="entered once"):
+            await stream.__aenter__()

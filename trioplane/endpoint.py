@@ -39,7 +39,7 @@ from trioplane._errors import (
 from trioplane._types import Instance, RequestPlaneClient
 from trioplane._util import collapse_groups
 from trioplane.discovery import DiscoverySource, as_discovery
-from trioplane.response_plane import CallHome, ResponsePlane
+from trioplane.response_plane import CallHome, ResponsePlane, receive_into
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.transports.tcp import TcpClientOptions, parse_tcp_address, start_tcp_client
 from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
@@ -253,7 +253,7 @@ class ResponseStream:
                     return data
             elif event is None:
                 try:
-                    more = await connection.receive(decoder)
+                    more = await receive_into(connection, decoder)
                 except trio.ClosedResourceError:
                     raise ClientClosed("the endpoint client closed this stream") from None
                 except trio.BrokenResourceError as exc:

@@ -23,21 +23,18 @@ import uuid
 import trio
 
 from trioplane._errors import ProtocolError
+from trioplane._sockets import SocketIO
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
-__all__ = ["CallHome", "CallHomeConnection", "ResponsePlane"]
+__all__ = ["CallHome", "ResponsePlane", "receive_into"]
 
 logger = logging.getLogger(__name__)
 
-RECEIVE_SIZE = 64 * 1024
 #: How long a finished stream's connection waits for the worker's sentinel.
 LINGER_TIMEOUT = 2.0
 #: Pause before accepting again after the system refused a connection (e.g. no fds).
 ACCEPT_BACKOFF = 0.1
-#: Reads served from a socket that already had data before a real checkpoint
-#: (scheduling fairness; cancellation is checked on every read).
-READS_PER_CHECKPOINT = 16
 BACKLOG = 1024
 _WILDCARDS = ("", "0.0.0.0", "::")
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -47,71 +44,13 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class CallHomeConnection:
-    """One worker's call-home TCP connection (a non-blocking socket).
-
-    Reads go straight into a :class:`ResponseStreamDecoder`. :meth:`close` is
-    synchronous and wakes any task blocked on the socket with
-    ``trio.ClosedResourceError``.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buffer = bytearray(RECEIVE_SIZE)
-        self._view = memoryview(self._buffer)
-        self._ready_reads = 0
-        self.closed = False
-
-    def receive_nowait(self, decoder: ResponseStreamDecoder) -> int | None:
-        """Feed what the socket holds now: bytes read (0 = EOF), ``None`` if nothing."""
-        if self.closed:
-            raise trio.ClosedResourceError("call-home connection is closed")
-        try:
-            n = self._sock.recv_into(self._buffer)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise trio.BrokenResourceError(f"call-home connection failed: {exc}") from exc
-        if n:
-            decoder.feed(self._view[:n])
-        return n
-
-    async def receive(self, decoder: ResponseStreamDecoder) -> bool:
-        """Read more bytes into ``decoder``; ``False`` at EOF. A cancellation point."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        n = self.receive_nowait(decoder)
-        if n is not None:
-            self._ready_reads += 1
-            if self._ready_reads >= READS_PER_CHECKPOINT:
-                self._ready_reads = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return n > 0
-        self._ready_reads = 0
-        while True:
-            await trio.lowlevel.wait_readable(self._sock)
-            n = self.receive_nowait(decoder)
-            if n is not None:
-                return n > 0
-
-    async def send_all(self, data: bytes) -> None:
-        """Write all of ``data`` (small control frames: ``"stop"``, ``"kill"``)."""
-        view = memoryview(data)
-        while view:
-            if self.closed:
-                raise trio.ClosedResourceError("call-home connection is closed")
-            try:
-                view = view[self._sock.send(view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._sock)
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"call-home connection failed: {exc}") from exc
-        await trio.lowlevel.checkpoint()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            trio.lowlevel.notify_closing(self._sock)
-            self._sock.close()
+async def receive_into(connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:
+    """Read more bytes of a call-home connection into ``decoder``; ``False`` at EOF."""
+    data = await connection.receive()
+    if not data:
+        return False
+    decoder.feed(data)
+    return True
 
 
 class CallHome:
@@ -119,7 +58,7 @@ class CallHome:
 
     def __init__(self, plane: ResponsePlane, subject: str, max_item_size: int) -> None:
         self.subject = subject
-        self.connection: CallHomeConnection | None = None
+        self.connection: SocketIO | None = None
         self.decoder = ResponseStreamDecoder(max_item_size=max_item_size)
         self._plane = plane
         self._arrived = trio.Event()
@@ -137,7 +76,7 @@ class CallHome:
         """True once the call or the whole plane let go of this subject."""
         return self._closed or self._plane.closed
 
-    def _deliver(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> bool:
+    def _deliver(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:
         if self._closed or self.connection is not None:
             return False
         decoder.codec = self.decoder.codec
@@ -195,7 +134,7 @@ class ResponsePlane:
         self.dropped_connections = 0
         self.closed = False
         self._waiting: dict[str, CallHome] = {}
-        self._connections: set[CallHomeConnection] = set()
+        self._connections: set[SocketIO] = set()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -244,7 +183,7 @@ class ResponsePlane:
         if self._waiting.get(call_home.subject) is call_home:
             del self._waiting[call_home.subject]
 
-    def _forget(self, connection: CallHomeConnection) -> None:
+    def _forget(self, connection: SocketIO) -> None:
         self._connections.discard(connection)
         connection.close()
 
@@ -262,17 +201,18 @@ class ResponsePlane:
                     logger.warning("response plane cannot accept: %s", exc)
                     await trio.sleep(ACCEPT_BACKOFF)
                     break
-                sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                connection = CallHomeConnection(sock)
+                connection = SocketIO(sock)
                 self._connections.add(connection)
                 self._route_or_wait(connection)
 
-    def _route_or_wait(self, connection: CallHomeConnection) -> None:
+    def _route_or_wait(self, connection: SocketIO) -> None:
         """Route a connection whose handshake is already here; else wait for it in a task."""
         decoder = ResponseStreamDecoder(max_item_size=self.max_item_size)
         try:
-            connection.receive_nowait(decoder)
+            data = connection.receive_nowait()
+            if data:
+                decoder.feed(data)
             event = decoder.next_event()
         except (ProtocolError, trio.BrokenResourceError) as exc:
             self._drop(connection, f"bad handshake: {exc}")
@@ -283,9 +223,7 @@ class ResponsePlane:
             assert self._nursery is not None
             self._nursery.start_soon(self._await_handshake, connection, decoder)
 
-    async def _await_handshake(
-        self, connection: CallHomeConnection, decoder: ResponseStreamDecoder
-    ) -> None:
+    async def _await_handshake(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> None:
         try:
             with trio.move_on_after(self.handshake_timeout):
                 while True:
@@ -293,7 +231,7 @@ class ResponsePlane:
                     if isinstance(event, Handshake):
                         self._route(connection, decoder, event.subject)
                         return
-                    if not await connection.receive(decoder):
+                    if not await receive_into(connection, decoder):
                         break
             self._drop(connection, "no handshake")
         except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -302,30 +240,28 @@ class ResponsePlane:
             self._forget(connection)
             raise
 
-    def _route(
-        self, connection: CallHomeConnection, decoder: ResponseStreamDecoder, subject: str
-    ) -> None:
+    def _route(self, connection: SocketIO, decoder: ResponseStreamDecoder, subject: str) -> None:
         call_home = self._waiting.pop(subject, None)
         if call_home is None or not call_home._deliver(connection, decoder):
             self._drop(connection, f"unknown subject {subject!r}")
 
-    def _drop(self, connection: CallHomeConnection, why: str) -> None:
+    def _drop(self, connection: SocketIO, why: str) -> None:
         self.dropped_connections += 1
         logger.debug("dropping call-home connection: %s", why)
         self._forget(connection)
 
-    def _linger(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> bool:
+    def _linger(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:
         if self._nursery is None:
             return False
         self._nursery.start_soon(self._drain, connection, decoder)
         return True
 
-    async def _drain(self, connection: CallHomeConnection, decoder: ResponseStreamDecoder) -> None:
+    async def _drain(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> None:
         """Read a finished stream up to the worker's sentinel (or its close), then close."""
         try:
             with trio.move_on_after(LINGER_TIMEOUT):
                 while not decoder.done:
-                    if decoder.next_event() is None and not await connection.receive(decoder):
+                    if decoder.next_event() is None and not await receive_into(connection, decoder):
                         return
         except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass

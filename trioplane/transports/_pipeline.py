@@ -46,6 +46,8 @@ log = logging.getLogger("trioplane")
 
 #: How long teardown may spend closing one connection.
 CLOSE_TIMEOUT = 1.0
+#: The ack timer's shortest idle sleep (an ``ack_timeout`` of 0 must not spin).
+MIN_TIMER_SLEEP = 0.01
 
 
 def fresh_error(error: TrioplaneError) -> TrioplaneError:
@@ -57,6 +59,14 @@ def fresh_error(error: TrioplaneError) -> TrioplaneError:
 
 class FrameChannel(Protocol):
     """One open connection as a pipelined connection sees it."""
+
+    def send_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes now, without blocking; return the bytes written.
+
+        0 when nothing fits (or the channel has no such fast path). Raise
+        :class:`ConnectionLost` if the peer is gone.
+        """
+        ...
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
         """Write these frames, in order. Raise :class:`ConnectionLost` if the peer is gone."""
@@ -167,7 +177,6 @@ class PipelinedConnection:
         self._written: deque[_Slot] = deque()
         self._parked_writer: trio.lowlevel.Task | None = None
         self._writing = False
-        self._parked_timer: trio.lowlevel.Task | None = None
         self._error: TrioplaneError | None = None
         self._retired = False
         self._cancel_scope = trio.CancelScope()
@@ -201,9 +210,6 @@ class PipelinedConnection:
             self._wake_writer()
         else:
             await self._write_now(slot)
-        if self._parked_timer is not None:
-            trio.lowlevel.reschedule(self._parked_timer)
-            self._parked_timer = None
         if slot.result is None:
             slot.task = trio.lowlevel.current_task()
 
@@ -222,19 +228,34 @@ class PipelinedConnection:
         return ack
 
     async def _write_now(self, slot: _Slot) -> None:
+        """Write one frame on an idle connection, from the caller's own task.
+
+        Usually the kernel takes the whole frame at once and this needs no
+        checkpoint at all (the caller checkpoints while it waits for the ack);
+        a remainder is written shielded, bounded by the ack deadline.
+        """
+        self._joined([slot])
+        try:
+            sent = self._channel.send_nowait(slot.frame)
+        except TrioplaneError as exc:
+            self._fail(exc)
+            return
+        if sent == len(slot.frame):
+            return
         with trio.CancelScope(shield=True, deadline=slot.deadline) as scope:
-            await self._write([slot])
+            await self._send([slot.frame[sent:]])
         if scope.cancelled_caught:
             self._fail(ConnectionLost(f"{self.name}: write stalled past the ack timeout"))
 
-    async def _write(self, slots: list[_Slot]) -> None:
-        """Write ``slots`` in one go; they join the FIFO before their bytes leave."""
-        self._writing = True
+    def _joined(self, slots: list[_Slot]) -> None:
+        """Slots join the FIFO (and the counters) before their bytes leave."""
         self._written.extend(slots)
         stats = self._stats
         stats.requests_sent += len(slots)
-        frames = [slot.frame for slot in slots]
-        stats.bytes_sent += sum(map(len, frames))
+        stats.bytes_sent += sum(len(slot.frame) for slot in slots)
+
+    async def _send(self, frames: list[bytes]) -> None:
+        self._writing = True
         try:
             await self._channel.send_frames(frames)
         except TrioplaneError as exc:
@@ -308,7 +329,11 @@ class PipelinedConnection:
             if self._writing or not self._outbox:
                 await self._park("_parked_writer")
                 continue
-            batch, self._outbox = self._outbox, []
+            # At most half of what is in flight goes in one write, so the peer always
+            # has a batch to work on while the next one is prepared: one big write
+            # of everything would make the two sides take turns instead of overlapping.
+            cap = max(1, self.in_flight // 2)
+            batch, self._outbox = self._outbox[:cap], self._outbox[cap:]
             live = []
             for slot in batch:
                 if slot.waiting:
@@ -316,7 +341,8 @@ class PipelinedConnection:
                 else:  # its caller left (or timed out) before it was written
                     self._release()
             if live:
-                await self._write(live)
+                self._joined(live)
+                await self._send([slot.frame for slot in live])
 
     async def _read_loop(self) -> None:
         stats = self._stats
@@ -349,11 +375,15 @@ class PipelinedConnection:
 
     async def _timeout_loop(self) -> None:
         """Fail callers whose ack is overdue with :class:`AckTimeout` (Dynamo keeps the
-        connection: a late ack is read and dropped)."""
+        connection: a late ack is read and dropped).
+
+        With nothing waiting it sleeps one ``ack_timeout``: every request sent
+        meanwhile has a later deadline, so no request ever needs to wake it.
+        """
         while True:
             oldest = next(self._waiting_slots(), None)
             if oldest is None:
-                await self._park("_parked_timer")
+                await trio.sleep(max(self.ack_timeout, MIN_TIMER_SLEEP))
                 continue
             await trio.sleep_until(oldest.deadline)
             now = trio.current_time()

@@ -1,0 +1,115 @@
+"""Non-blocking socket I/O for the hot paths, driven by ``trio.lowlevel``.
+
+``trio.SocketStream`` pays a scheduler round trip on every call, even when the
+kernel could answer at once, plus two context managers. The request plane and
+the response plane read and write many small frames, so they do their socket
+I/O here: try the system call; only if it would block, wait with
+``trio.lowlevel.wait_readable``/``wait_writable``. Cancellation is still
+checked on every read, and a real checkpoint comes every few reads that found
+data waiting, so a peer that floods a socket cannot starve other tasks.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+__all__ = ["SocketIO"]
+
+#: Reads served from data already waiting before a real checkpoint (fairness).
+READS_PER_CHECKPOINT = 16
+RECEIVE_SIZE = 64 * 1024
+
+
+class SocketIO:
+    """Reads and writes on one non-blocking socket.
+
+    ``owned`` sockets are closed by :meth:`close`; a socket that merely shares a
+    descriptor with another object (a ``trio.SocketStream``) is detached instead,
+    and its owner closes the descriptor. :meth:`close` wakes any task blocked on
+    the socket with ``trio.ClosedResourceError``; I/O errors are raised as
+    ``trio.BrokenResourceError``.
+    """
+
+    __slots__ = ("_buffer", "_ready_reads", "_sock", "_view", "closed", "owned")
+
+    def __init__(self, sock: socket.socket, *, owned: bool = True) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._buffer = bytearray(RECEIVE_SIZE)
+        self._view = memoryview(self._buffer)
+        self._ready_reads = 0
+        self.owned = owned
+        self.closed = False
+
+    @classmethod
+    def sharing(cls, stream: trio.SocketStream) -> SocketIO:
+        """I/O on the descriptor of ``stream``, which keeps owning (and closes) it."""
+        return cls(socket.socket(fileno=stream.socket.fileno()), owned=False)
+
+    def receive_nowait(self) -> memoryview | None:
+        """Bytes waiting now (empty at EOF), or ``None`` if there are none yet.
+
+        The view is valid until the next read.
+        """
+        if self.closed:
+            raise trio.ClosedResourceError("socket is closed")
+        try:
+            n = self._sock.recv_into(self._buffer)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
+        return self._view[:n]
+
+    async def receive(self) -> memoryview:
+        """The next bytes (empty at EOF); valid until the next read. A cancellation point."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = self.receive_nowait()
+        if data is not None:
+            self._ready_reads += 1
+            if self._ready_reads >= READS_PER_CHECKPOINT:
+                self._ready_reads = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        self._ready_reads = 0
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            data = self.receive_nowait()
+            if data is not None:
+                return data
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Write what the kernel takes now; the number of bytes written (maybe 0)."""
+        if self.closed:
+            raise trio.ClosedResourceError("socket is closed")
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        """Write all of ``data``. A checkpoint. Cancelled midway, part of it may be sent."""
+        view = memoryview(data)
+        sent = self.send_nowait(view)
+        if sent == len(view):
+            await trio.lowlevel.checkpoint()
+            return
+        view = view[sent:]
+        while view:
+            await trio.lowlevel.wait_writable(self._sock)
+            view = view[self.send_nowait(view) :]
+
+    def close(self) -> None:
+        """Close (or detach) the socket; blocked tasks get ``trio.ClosedResourceError``."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.owned:
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+        else:
+            self._sock.detach()

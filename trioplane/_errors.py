@@ -20,6 +20,9 @@ __all__ = [
     "FrameTooLarge",
     "InstanceNotFound",
     "MalformedStream",
+    "MaxPayloadExceeded",
+    "NatsServerError",
+    "NoResponders",
     "NoInstances",
     "ProtocolError",
     "RemoteError",
@@ -123,3 +126,15 @@ class RemoteError(TrioplaneError):
         self.message: str = message if isinstance(message, str) else str(dict(self.error))
         self.error_type: Any = self.error.get("error_type")
         super().__init__(self.message)
+
+
+class MaxPayloadExceeded(TrioplaneError):
+    """A NATS message is bigger than the server's ``max_payload`` (from its INFO)."""
+
+
+class NoResponders(TrioplaneError):
+    """Nobody is subscribed to the subject of a NATS request (the server's 503 status)."""
+
+
+class NatsServerError(TrioplaneError):
+    """The NATS server sent ``-ERR`` (authorization violation, bad subject, ...)."""

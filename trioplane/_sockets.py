@@ -15,7 +15,7 @@ import socket
 
 import trio
 
-__all__ = ["SocketIO"]
+__all__ = ["ByteLink", "SocketIO"]
 
 #: Reads served from data already waiting before a real checkpoint (fairness).
 READS_PER_CHECKPOINT = 16
@@ -113,3 +113,37 @@ class SocketIO:
             self._sock.close()
         else:
             self._sock.detach()
+
+
+class ByteLink:
+    """A byte stream for the protocol loops: :class:`SocketIO` fast paths over a
+    plain socket, the ``trio.abc.Stream`` methods over anything else (TLS, memory
+    streams in tests). Closing it closes the stream.
+    """
+
+    __slots__ = ("_io", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._io = SocketIO.sharing(stream) if isinstance(stream, trio.SocketStream) else None
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Write what the kernel takes now (0 if nothing, or not a plain socket)."""
+        return 0 if self._io is None else self._io.send_nowait(data)
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        if self._io is None:
+            await self.stream.send_all(data)
+        else:
+            await self._io.send_all(data)
+
+    async def receive(self) -> bytes | bytearray | memoryview:
+        """The next bytes (empty at EOF); a memoryview is valid until the next read."""
+        if self._io is None:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        return await self._io.receive()
+
+    async def aclose(self) -> None:
+        if self._io is not None:
+            self._io.close()  # detaches: the stream owns the descriptor
+        await self.stream.aclose()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypedDict
 import trio
 
 from trioplane._errors import ConnectionLost
-from trioplane._sockets import SocketIO
+from trioplane._sockets import ByteLink
 from trioplane._types import Instance
 from trioplane._util import collapse_groups
 from trioplane.transports._base import PipelinedClient, split_host_port
@@ -85,33 +85,20 @@ def parse_tcp_address(address: str) -> tuple[str, int, str]:
 
 
 class StreamFrameChannel:
-    """Request frames out and ack frames in over a byte stream.
-
-    Over a real socket the I/O goes through :class:`~trioplane._sockets.SocketIO`
-    on the stream's descriptor (the stream still owns and closes it): a write
-    the kernel takes at once costs no scheduler round trip. Any other stream
-    (a memory stream in tests) is used through its ``trio.abc.Stream`` methods.
-    """
+    """Request frames out and ack frames in over a byte stream (see :class:`ByteLink`)."""
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
-        self._stream = stream
+        self._link = ByteLink(stream)
         self._decoder = AckDecoder(max_frame_size=max_frame_size)
-        self._io = SocketIO.sharing(stream) if isinstance(stream, trio.SocketStream) else None
 
     def send_nowait(self, data: bytes) -> int:
-        if self._io is None:
-            return 0
         try:
-            return self._io.send_nowait(data)
+            return self._link.send_nowait(data)
         except trio.BrokenResourceError as exc:
             raise ConnectionLost(str(exc)) from exc
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        if self._io is None:
-            await self._stream.send_all(data)
-        else:
-            await self._io.send_all(data)
+        await self._link.send_all(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def receive_acks(self) -> list[bytes]:
         decoder = self._decoder
@@ -119,19 +106,14 @@ class StreamFrameChannel:
             acks = list(decoder.acks())
             if acks:
                 return acks
-            if self._io is None:
-                data: bytes | bytearray | memoryview = await self._stream.receive_some(RECEIVE_SIZE)
-            else:
-                data = await self._io.receive()
+            data = await self._link.receive()
             if not data:
                 decoder.check_eof()
                 raise ConnectionLost("peer closed the connection")
             decoder.feed(data)
 
     async def aclose(self) -> None:
-        if self._io is not None:
-            self._io.close()  # detaches: the stream owns the descriptor
-        await self._stream.aclose()
+        await self._link.aclose()
 
 
 async def _open_tcp_stream(host: str, port: int) -> trio.abc.Stream:

@@ -33,6 +33,12 @@ class ReceiveBuffer:
         """Unpack ``fmt`` at ``offset`` bytes past the front (caller checked length)."""
         return fmt.unpack_from(self._data, self._pos + offset)
 
+    def find(self, sub: bytes, limit: int) -> int:
+        """Offset of ``sub`` from the front, searched in the first ``limit`` bytes; -1 if absent."""
+        pos = self._pos
+        index = self._data.find(sub, pos, pos + limit)
+        return index - pos if index >= 0 else -1
+
     def slice(self, start: int, end: int) -> bytes:
         """Copy of bytes ``start:end`` counted from the front."""
         return bytes(self._data[self._pos + start : self._pos + end])

@@ -13,7 +13,10 @@ from trioplane._errors import (
     FrameTooLarge,
     InstanceNotFound,
     MalformedStream,
+    MaxPayloadExceeded,
+    NatsServerError,
     NoInstances,
+    NoResponders,
     ProtocolError,
     RemoteError,
     StreamError,
@@ -24,6 +27,7 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
+from trioplane._version import __version__
 from trioplane.discovery import Discovery, FileDiscovery, StaticDiscovery
 from trioplane.endpoint import (
     EndpointClient,
@@ -31,10 +35,10 @@ from trioplane.endpoint import (
     ResponseStream,
     open_endpoint_client,
 )
+from trioplane.nats import NatsConnection, NatsOptions, open_nats_connection
+from trioplane.transports.nats import NatsClient, open_nats_client, start_nats_client
 from trioplane.transports.tcp import TcpClient, TcpClientOptions, open_tcp_client, start_tcp_client
 from trioplane.wire.codecs import CodecError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AckTimeout",
@@ -52,7 +56,13 @@ __all__ = [
     "Instance",
     "InstanceNotFound",
     "MalformedStream",
+    "MaxPayloadExceeded",
+    "NatsClient",
+    "NatsConnection",
+    "NatsOptions",
+    "NatsServerError",
     "NoInstances",
+    "NoResponders",
     "ProtocolError",
     "RemoteError",
     "RequestPlaneClient",
@@ -68,6 +78,9 @@ __all__ = [
     "WorkerUnavailable",
     "__version__",
     "open_endpoint_client",
+    "open_nats_client",
+    "open_nats_connection",
     "open_tcp_client",
+    "start_nats_client",
     "start_tcp_client",
 ]

@@ -147,3 +147,13 @@ class ByteLink:
         if self._io is not None:
             self._io.close()  # detaches: the stream owns the descriptor
         await self.stream.aclose()
+
+    def close_now(self) -> None:
+        """Close the underlying socket without a checkpoint (TLS: no close_notify)."""
+        if self._io is not None:
+            self._io.close()
+        stream = self.stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.close()  # wakes any task blocked on it

@@ -12,10 +12,11 @@ sends ``"stop"`` (or ``"kill"``) to the worker and closes the stream.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -39,8 +40,10 @@ from trioplane._errors import (
 from trioplane._types import Instance, RequestPlaneClient
 from trioplane._util import collapse_groups
 from trioplane.discovery import DiscoverySource, as_discovery
+from trioplane.nats import NatsOptions
 from trioplane.response_plane import CallHome, ResponsePlane, receive_into
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
+from trioplane.transports.nats import start_nats_client
 from trioplane.transports.tcp import TcpClientOptions, parse_tcp_address, start_tcp_client
 from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
 from trioplane.wire.control import CallHomeInfo, ControlMessage, encode_request_payload
@@ -94,6 +97,10 @@ class EndpointClientOptions(TypedDict, total=False):
     * ``max_item_size`` (32 MiB): cap on one response frame.
     * ``close_grace_period`` (5 s): on close, how long open calls may finish.
     * ``tcp``: options of the TCP transport (:class:`~trioplane.TcpClientOptions`).
+    * ``nats_servers``: the NATS server(s) for instances on the NATS request plane
+      (``nats_tcp``); default ``$NATS_SERVER`` (as Dynamo), else ``nats://127.0.0.1:4222``.
+      The connection opens with the first call to such an instance.
+    * ``nats``: options of that NATS connection (:class:`~trioplane.NatsOptions`).
     * ``transports``: request-plane clients you own, by instance transport kind
       (``{"tcp": client}``); used instead of ones the endpoint client opens.
     """
@@ -110,6 +117,8 @@ class EndpointClientOptions(TypedDict, total=False):
     max_item_size: int
     close_grace_period: float
     tcp: TcpClientOptions
+    nats_servers: str | Sequence[str]
+    nats: NatsOptions
     transports: Mapping[str, RequestPlaneClient]
 
 
@@ -332,6 +341,9 @@ class EndpointClient:
         self.close_grace_period = options.get("close_grace_period", 5.0)
         self._tcp_options = options.get("tcp", {})
         self._given_transports = dict(options.get("transports", {}))
+        self._nats_servers = options.get("nats_servers") or os.environ.get("NATS_SERVER")
+        self._nats_options = options.get("nats", {})
+        self._nats_lock = trio.Lock()
         self.response_plane = ResponsePlane(
             host=options.get("response_host", "127.0.0.1"),
             port=options.get("response_port", 0),
@@ -446,13 +458,14 @@ class EndpointClient:
         candidates = [
             i
             for i in self.instances()
-            if i.instance_id not in tried and i.transport_kind in self._transports
+            if i.instance_id not in tried and i.transport_kind in self._reachable_kinds()
         ]
         if not candidates:
             if tried:
                 raise NoInstances(f"every instance of {self.endpoint_path} was tried")
             kinds = sorted({i.transport_kind for i in self._instances.values()})
-            detail = f" reachable by {sorted(self._transports)} (they use {kinds})" if kinds else ""
+            reachable = sorted(self._reachable_kinds())
+            detail = f" reachable by {reachable} (they use {kinds})" if kinds else ""
             raise NoInstances(f"no instances of {self.endpoint_path}{detail}")
         if self.router_mode == "random":
             return random.choice(candidates)
@@ -496,6 +509,22 @@ class EndpointClient:
         stream = self.generate(request, instance_id=instance_id, metadata=metadata, headers=headers)
         async with stream as responses:
             return [item async for item in responses]
+
+    def _reachable_kinds(self) -> set[str]:
+        return {*self._transports, "nats_tcp"}
+
+    async def _transport_for(self, kind: str) -> RequestPlaneClient | None:
+        """The client for an instance transport kind; NATS connects on first use."""
+        transport = self._transports.get(kind)
+        if transport is not None or kind != "nats_tcp":
+            return transport
+        async with self._nats_lock:
+            if kind not in self._transports:
+                assert self._nursery is not None
+                self._transports[kind] = await start_nats_client(
+                    self._nursery, self._nats_servers, **self._nats_options
+                )
+        return self._transports[kind]
 
     def _codec_for(self, instance: Instance) -> PayloadCodec:
         if self.codec != "auto":
@@ -564,7 +593,7 @@ class EndpointClient:
         extra_headers: dict[str, str],
     ) -> bytes:
         """Send one request to ``instance`` and return its ack."""
-        transport = self._transports.get(instance.transport_kind)
+        transport = await self._transport_for(instance.transport_kind)
         if transport is None:
             raise WorkerUnavailable(
                 f"transport {instance.transport_kind!r} is not available in this client",

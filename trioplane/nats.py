@@ -573,11 +573,7 @@ class NatsConnection:
         parser = self._parser
         try:
             while True:
-                data = await link.receive()
-                if not data:
-                    raise ConnectionLost("the NATS server closed the connection")
-                self.stats_in_bytes += len(data)
-                parser.feed(data)
+                # Events first: the connect handshake may have read past its PONG.
                 for event in parser.events():
                     if event.__class__ is Msg:
                         self._dispatch(event)
@@ -594,6 +590,11 @@ class NatsConnection:
                         self._learn_servers(event)
                     elif isinstance(event, Err):
                         self._server_error(event.message)
+                data = await link.receive()
+                if not data:
+                    raise ConnectionLost("the NATS server closed the connection")
+                self.stats_in_bytes += len(data)
+                parser.feed(data)
         except (TrioplaneError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closing:
                 self._drop_link(str(exc))

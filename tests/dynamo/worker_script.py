@@ -15,6 +15,7 @@ picked by the request's ``op`` (no ``op``: echo the request once):
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +57,7 @@ async def handler(request, context):  # type: ignore[no-untyped-def]
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    runtime = DistributedRuntime(loop, "file", "tcp")
+    runtime = DistributedRuntime(loop, "file", os.environ.get("DYN_REQUEST_PLANE", "tcp"))
     endpoints = [runtime.endpoint(name) for name in sys.argv[1:]]
     print("serving", flush=True)
     await asyncio.gather(*(endpoint.serve_endpoint(handler) for endpoint in endpoints))

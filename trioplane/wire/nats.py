@@ -75,7 +75,8 @@ class Info:
         self.raw = raw
         self.server_id = str(raw.get("server_id", ""))
         max_payload = raw.get("max_payload", 1024 * 1024)
-        self.max_payload = max_payload if isinstance(max_payload, int) else 1024 * 1024
+        valid = isinstance(max_payload, int) and not isinstance(max_payload, bool)
+        self.max_payload = max_payload if valid and max_payload > 0 else 1024 * 1024
         self.headers = bool(raw.get("headers", False))
         self.auth_required = bool(raw.get("auth_required", False))
         self.tls_required = bool(raw.get("tls_required", False))
@@ -191,13 +192,19 @@ class NatsParser(FrameDecoder):
         buf = self._buffer
         end = buf.find(_CRLF, self.max_line + 2)
         if end < 0:
-            if len(buf) > self.max_line:
+            size = len(buf)
+            # Too long once no CRLF can end the line within the limit: past max_line
+            # bytes, only the CR of a max_line-byte line may wait for its LF.
+            if size > self.max_line + 1 or (
+                size == self.max_line + 1 and buf.slice(size - 1, size) != b"\r"
+            ):
                 raise ProtocolError(f"NATS protocol line longer than {self.max_line} bytes")
             return None
         line = buf.slice(0, end)
         buf.consume(end + 2)
-        op = line[:4].upper()
-        if op == b"MSG " or op == b"HMSG":
+        words = line.split(None, 1)
+        op = words[0].upper() if words else b""
+        if op == b"MSG" or op == b"HMSG":
             self._pending = self._message_line(line, headers=op == b"HMSG")
             return self._payload()
         if op == b"PING":
@@ -207,12 +214,13 @@ class NatsParser(FrameDecoder):
         if op == b"+OK":
             return _OK
         if op == b"INFO":
-            info = load_json(line[4:].strip(), "NATS INFO")
+            info = load_json(words[1] if len(words) > 1 else b"", "NATS INFO")
             if not isinstance(info, dict):
                 raise ProtocolError("NATS INFO is not a JSON object")
             return Info(info)
         if op == b"-ERR":
-            return Err(line[4:].strip().strip(b"'").decode("utf-8", "replace"))
+            text = words[1].strip() if len(words) > 1 else b""
+            return Err(text.strip(b"'").decode("utf-8", "replace"))
         raise ProtocolError(f"unknown NATS operation {line[:16]!r}")
 
     def _message_line(self, line: bytes, *, headers: bool) -> tuple[str, int, str | None, int, int]:
@@ -220,19 +228,28 @@ class NatsParser(FrameDecoder):
         fields = len(parts) - (6 if headers else 5)  # 0 with a reply subject, -1 without
         if fields not in (0, -1):
             raise ProtocolError(f"malformed NATS message line {line[:80]!r}")
+        numbers = parts[-2:] if headers else parts[-1:]
+        if not all(n.isdigit() and len(n) <= 20 for n in (parts[2], *numbers)):
+            raise ProtocolError(f"malformed NATS message line {line[:80]!r}")
+        total = int(parts[-1])
+        header_size = int(parts[-2]) if headers else 0
+        sid = int(parts[2])
         try:
-            total = int(parts[-1])
-            header_size = int(parts[-2]) if headers else 0
-            sid = int(parts[2])
             subject = parts[1].decode()
             reply = parts[3].decode() if fields == 0 else None
-        except (ValueError, UnicodeDecodeError):
+        except UnicodeDecodeError:
             raise ProtocolError(f"malformed NATS message line {line[:80]!r}") from None
         if not 0 <= header_size <= total or sid < 0:
             raise ProtocolError(f"malformed NATS message line {line[:80]!r}")
         if total > self.max_payload:
             raise FrameTooLarge(f"NATS message of {total} bytes exceeds limit {self.max_payload}")
         return subject, sid, reply, header_size, total
+
+    def check_eof(self) -> None:
+        """At end of stream: :class:`ProtocolError` if a line or a payload was cut short."""
+        if self._pending is not None:
+            raise ProtocolError("stream ended inside a NATS message payload")
+        super().check_eof()
 
     def _payload(self) -> Msg | None:
         assert self._pending is not None
@@ -265,7 +282,7 @@ def parse_headers(block: bytes) -> tuple[int | None, str, dict[str, list[str]]]:
     rest = first[len(_HEADER_LINE) :].strip()
     if rest:
         code, _, reason = rest.partition(b" ")
-        if not code.isdigit():
+        if not code.isdigit() or len(code) > 3:
             raise ProtocolError(f"bad NATS status line {first[:40]!r}")
         status = int(code)
         description = reason.strip().decode("utf-8", "replace")
@@ -353,8 +370,14 @@ def _check_size(size: int, max_payload: int | None) -> None:
         )
 
 
+def _check_count(value: object, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"{what} must be a non-negative int, not {value!r}")
+
+
 def encode_sub(subject: str, sid: int, queue: str | None = None) -> bytes:
     """``SUB subject [queue] sid`` (wildcards allowed)."""
+    _check_count(sid, "sid")
     validate_subject(subject, wildcards=True)
     if queue is not None:
         validate_subject(queue, what="queue group")
@@ -364,6 +387,8 @@ def encode_sub(subject: str, sid: int, queue: str | None = None) -> bytes:
 
 def encode_unsub(sid: int, max_msgs: int | None = None) -> bytes:
     """``UNSUB sid [max_msgs]``: unsubscribe now, or after ``max_msgs`` more messages."""
+    _check_count(sid, "sid")
     if max_msgs is None:
         return f"UNSUB {sid}\r\n".encode()
+    _check_count(max_msgs, "max_msgs")
     return f"UNSUB {sid} {max_msgs}\r\n".encode()

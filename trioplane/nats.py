@@ -229,11 +229,18 @@ class Subscription:
 
 
 class _Request:
-    __slots__ = ("msg", "task")
+    __slots__ = ("deadline", "msg", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
         self.task: trio.lowlevel.Task | None = None
-        self.msg: Msg | TrioplaneError | None = None
+        self.msg: Msg | TrioplaneError | trio.TooSlowError | None = None
+
+    def resolve(self, result: Msg | TrioplaneError | trio.TooSlowError) -> None:
+        self.msg = result
+        if self.task is not None:
+            trio.lowlevel.reschedule(self.task)
+            self.task = None
 
 
 class NatsConnection:
@@ -277,6 +284,7 @@ class NatsConnection:
         self._parser = NatsParser()
         self._outbox = bytearray()
         self._flushing = False
+        self._wrote_direct = False
         self._parked_flusher: trio.lowlevel.Task | None = None
         self._outbox_space = trio.Event()
         self._connected = trio.Event()
@@ -334,6 +342,7 @@ class NatsConnection:
                 await self._connect_any(first=True)
                 nursery.start_soon(self._flush_loop)
                 nursery.start_soon(self._ping_loop)
+                nursery.start_soon(self._timeout_loop)
                 task_status.started()
                 while not self._closing:
                     await self._read_loop()
@@ -547,12 +556,9 @@ class NatsConnection:
         error: TrioplaneError = ConnectionLost(f"NATS connection lost: {why}")
         if self._closing:
             error = ClientClosed("NATS connection closed")
-        for token, request in list(self._requests.items()):
-            request.msg = error
-            if request.task is not None:
-                trio.lowlevel.reschedule(request.task)
-                request.task = None
-            del self._requests[token]
+        for request in self._requests.values():
+            request.resolve(error)
+        self._requests.clear()
         for pong in self._pongs:
             if pong is not None:
                 pong.set()
@@ -594,6 +600,7 @@ class NatsConnection:
                 if not data:
                     raise ConnectionLost("the NATS server closed the connection")
                 self.stats_in_bytes += len(data)
+                self._wrote_direct = False
                 parser.feed(data)
         except (TrioplaneError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closing:
@@ -611,10 +618,7 @@ class NatsConnection:
             token = msg.subject[len(self._inbox_base) + 1 :]
             request = self._requests.pop(token, None)
             if request is not None:
-                request.msg = msg
-                if request.task is not None:
-                    trio.lowlevel.reschedule(request.task)
-                    request.task = None
+                request.resolve(msg)
             return
         sub = self._subs.get(msg.sid)
         if sub is not None:
@@ -623,15 +627,23 @@ class NatsConnection:
     # -- writing ----------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        """Queue protocol bytes; written directly when the socket takes them at once."""
+        """Queue protocol bytes for the socket.
+
+        The first write after a quiet spell goes straight to the kernel (no task
+        switch: one request at a time stays fast). Writes right behind it join the
+        outbox, which the flusher sends in one go, so many callers woken together
+        cost one system call, not one each. The reader (on data from the server)
+        and the flusher (after a write) reopen the direct path.
+        """
         link = self._link
-        if link is not None and not self._outbox and not self._flushing:
+        if link is not None and not self._outbox and not self._flushing and not self._wrote_direct:
             try:
                 sent = link.send_nowait(data)
             except trio.BrokenResourceError:
                 sent = 0
             self.stats_out_bytes += sent
             if sent == len(data):
+                self._wrote_direct = True
                 return
             data = data[sent:]
         self._outbox += data
@@ -673,9 +685,29 @@ class NatsConnection:
             log.warning("nats: %d bytes being written were lost with the connection", len(data))
         finally:
             self._flushing = False
+            self._wrote_direct = False
             if not self._outbox:
                 self._outbox_space.set()
                 self._outbox_space = trio.Event()
+
+    async def _timeout_loop(self) -> None:
+        """Fail requests older than ``request_timeout`` with ``trio.TooSlowError``.
+
+        Requests share one timeout, so deadlines grow in insertion order; with none
+        waiting this sleeps one timeout, and no new request ever needs to wake it.
+        """
+        while True:
+            oldest = next(iter(self._requests.values()), None)
+            if oldest is None:
+                await trio.sleep(self.request_timeout)
+                continue
+            await trio.sleep_until(oldest.deadline)
+            now = trio.current_time()
+            for token, request in list(self._requests.items()):
+                if request.deadline > now:
+                    break
+                del self._requests[token]
+                request.resolve(trio.TooSlowError())
 
     async def _ping_loop(self) -> None:
         while True:
@@ -786,28 +818,27 @@ class NatsConnection:
             max_payload=self.max_payload,
         )
         await self._room_for(len(data))
-        request = _Request()
+        request = _Request(trio.current_time() + self.request_timeout)
         self._requests[token] = request
         self.stats_out_msgs += 1
         self._write(data)
         try:
-            with trio.fail_after(self.request_timeout):
-                if request.msg is None:
-                    request.task = trio.lowlevel.current_task()
+            if request.msg is None:
+                request.task = trio.lowlevel.current_task()
 
-                    def abort(_: object) -> trio.lowlevel.Abort:
-                        request.task = None
-                        return trio.lowlevel.Abort.SUCCEEDED
+                def abort(_: object) -> trio.lowlevel.Abort:
+                    request.task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
 
-                    await trio.lowlevel.wait_task_rescheduled(abort)
-                else:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._requests.pop(token, None)
             if not self._requests and self._no_requests is not None:
                 self._no_requests.set()
         result = request.msg
-        if isinstance(result, TrioplaneError):
+        if isinstance(result, (TrioplaneError, trio.TooSlowError)):
             raise result
         assert result is not None
         if result.status == 503:

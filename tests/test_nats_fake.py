@@ -3,9 +3,11 @@ that a real nats-server does not produce on demand."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -14,8 +16,9 @@ import trioplane
 from trioplane.nats import open_nats_connection
 
 from .conftest import wait_until
+from .nats import new_user_nkey, sign_nonce
 
-INFO = b'INFO {"server_id":"fake","max_payload":1048576,"headers":true} \r\n'
+INFO = '{{"server_id":"fake","max_payload":1048576,"headers":true{extra}}}'
 Handler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
 
 
@@ -29,11 +32,12 @@ async def read_until(stream: trio.SocketStream, needle: bytes, seen: bytes = b""
 
 
 @asynccontextmanager
-async def fake_server(after_connect: Handler) -> AsyncIterator[str]:
+async def fake_server(after_connect: Handler, *, nonce: str | None = None) -> AsyncIterator[str]:
     """A server that sends INFO, answers the CONNECT's PING, then runs ``after_connect``."""
+    info = INFO.format(extra=f',"nonce":"{nonce}"' if nonce else "")
 
     async def handle(stream: trio.SocketStream) -> None:
-        await stream.send_all(INFO)
+        await stream.send_all(f"INFO {info} \r\n".encode())
         seen = await read_until(stream, b"PING\r\n")
         await stream.send_all(b"PONG\r\n")
         with suppress(trio.BrokenResourceError, EOFError):
@@ -139,3 +143,57 @@ async def test_server_error_is_reported() -> None:
     ):
         await wait_until(lambda: any(e == "server_error" for e, _ in events))
     assert ("server_error", 'Permissions Violation for Publish to "x"') in events
+
+
+async def test_creds_file_signs_the_nonce_with_its_seed(tmp_path: Path) -> None:
+    """A .creds file: the user JWT goes in CONNECT, the nonce is signed with its seed."""
+    seed, public = new_user_nkey()
+    jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5In0.e30.c2ln"
+    creds = tmp_path / "user.creds"
+    creds.write_text(
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{jwt}\n"
+        "------END NATS USER JWT------\n\n"
+        "************************* IMPORTANT *************************\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{seed.decode()}\n"
+        "------END USER NKEY SEED------\n"
+    )
+    lines: list[bytes] = []
+
+    async def record(stream: trio.SocketStream, seen: bytes) -> None:
+        lines.append(seen)
+        await trio.sleep_forever()
+
+    async with (
+        fake_server(record, nonce="n0nce") as url,
+        open_nats_connection(url, creds_file=creds),
+    ):
+        await wait_until(lambda: bool(lines))
+    connect = json.loads(lines[0].split(b"\r\n")[0][len(b"CONNECT ") :])
+    assert connect["jwt"] == jwt
+    assert connect["sig"] == sign_nonce(seed, "n0nce")
+    assert "nkey" not in connect
+    assert public.startswith("U")
+
+
+async def test_nkey_seed_sends_the_public_key(tmp_path: Path) -> None:
+    seed, public = new_user_nkey()
+    lines: list[bytes] = []
+
+    async def record(stream: trio.SocketStream, seen: bytes) -> None:
+        lines.append(seen)
+        await trio.sleep_forever()
+
+    async with fake_server(record, nonce="abc") as url, open_nats_connection(url, nkey_seed=seed):
+        await wait_until(lambda: bool(lines))
+    connect = json.loads(lines[0].split(b"\r\n")[0][len(b"CONNECT ") :])
+    assert connect["nkey"] == public
+    assert connect["sig"] == sign_nonce(seed, "abc")
+
+
+def test_a_creds_file_without_a_seed_is_refused(tmp_path: Path) -> None:
+    creds = tmp_path / "bad.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\nabc\n------END NATS USER JWT------\n")
+    with pytest.raises(ValueError, match="creds file"):
+        trioplane.NatsConnection(creds_file=creds)

@@ -42,7 +42,8 @@ class ClientStats:
         return self.requests_sent > 0 or self.active_connections > 0
 
 
-_TRANSPORT_KINDS = ("tcp", "nats_tcp", "http")
+#: Dynamo's transports, plus trioplane's own WebSocket plane.
+_TRANSPORT_KINDS = ("tcp", "nats_tcp", "http", "websocket")
 
 
 def _required_str(obj: Mapping[str, Any], key: str) -> str:
@@ -63,7 +64,8 @@ def _optional_str(obj: Mapping[str, Any], key: str) -> str | None:
 class Instance:
     """One worker instance of an endpoint, as Dynamo's discovery advertises it.
 
-    ``transport_kind`` is ``"tcp"``, ``"nats_tcp"`` or ``"http"`` and ``address``
+    ``transport_kind`` is ``"tcp"``, ``"nats_tcp"``, ``"http"`` (Dynamo's) or
+    ``"websocket"`` (trioplane's) and ``address``
     the advertised string for it (``host:port/path``, a NATS subject or a URL),
     kept verbatim because workers look handlers up by the exact string.
     """

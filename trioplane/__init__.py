@@ -38,6 +38,12 @@ from trioplane.endpoint import (
 from trioplane.nats import NatsConnection, NatsOptions, open_nats_connection
 from trioplane.transports.nats import NatsClient, open_nats_client, start_nats_client
 from trioplane.transports.tcp import TcpClient, TcpClientOptions, open_tcp_client, start_tcp_client
+from trioplane.transports.unified import (
+    RequestPlaneOptions,
+    UnifiedClient,
+    open_request_plane,
+    start_request_plane,
+)
 from trioplane.wire.codecs import CodecError
 
 __all__ = [
@@ -65,6 +71,7 @@ __all__ = [
     "NoResponders",
     "ProtocolError",
     "RemoteError",
+    "RequestPlaneOptions",
     "RequestPlaneClient",
     "ResponseStream",
     "StaticDiscovery",
@@ -73,6 +80,7 @@ __all__ = [
     "TcpClient",
     "TcpClientOptions",
     "TrioplaneError",
+    "UnifiedClient",
     "WorkerOverloaded",
     "WorkerRejected",
     "WorkerUnavailable",
@@ -80,7 +88,33 @@ __all__ = [
     "open_endpoint_client",
     "open_nats_client",
     "open_nats_connection",
+    "open_request_plane",
     "open_tcp_client",
     "start_nats_client",
+    "start_request_plane",
     "start_tcp_client",
 ]
+
+
+# The HTTP and WebSocket transports need optional extras (httpx, trio-websocket):
+# imported on first use, so ``import trioplane`` works without them.
+_LAZY = {
+    "HttpClient": "trioplane.transports.http",
+    "HttpClientOptions": "trioplane.transports.http",
+    "HttpStatusError": "trioplane.transports.http",
+    "open_http_client": "trioplane.transports.http",
+    "start_http_client": "trioplane.transports.http",
+    "WebSocketClient": "trioplane.transports.websocket",
+    "WebSocketClientOptions": "trioplane.transports.websocket",
+    "open_websocket_client": "trioplane.transports.websocket",
+    "start_websocket_client": "trioplane.transports.websocket",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trioplane' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
 
 import trio
 
@@ -13,7 +14,7 @@ from trioplane._errors import TrioplaneError
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["collapse_groups", "iter_leaves", "unwrap_group"]
+__all__ = ["Latest", "collapse_groups", "iter_leaves", "unwrap_group"]
 
 
 def iter_leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -55,3 +56,28 @@ def collapse_groups() -> Iterator[None]:
     except BaseExceptionGroup as group:
         exc = unwrap_group(group)
         raise exc from exc.__cause__
+
+
+T = TypeVar("T")
+
+
+class Latest(Generic[T]):
+    """An async iterable of the latest value only: a slow reader skips stale ones.
+
+    For instance lists fed to warm-ups: bounded by construction, never a queue.
+    """
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+        self._changed = trio.Event()
+
+    def set(self, value: T) -> None:
+        self._value = value
+        self._changed.set()
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            assert self._value is not None
+            yield self._value

@@ -12,7 +12,6 @@ sends ``"stop"`` (or ``"kill"``) to the worker and closes the stream.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import time
 import uuid
@@ -38,13 +37,18 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import Instance, RequestPlaneClient
-from trioplane._util import collapse_groups
+from trioplane._util import Latest, collapse_groups
 from trioplane.discovery import DiscoverySource, as_discovery
 from trioplane.nats import NatsOptions
 from trioplane.response_plane import CallHome, ResponsePlane, receive_into
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
-from trioplane.transports.nats import start_nats_client
-from trioplane.transports.tcp import TcpClientOptions, parse_tcp_address, start_tcp_client
+from trioplane.transports.tcp import TcpClientOptions, parse_tcp_address
+from trioplane.transports.unified import (
+    RequestPlaneOptions,
+    UnifiedClient,
+    address_for,
+    start_request_plane,
+)
 from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
 from trioplane.wire.control import CallHomeInfo, ControlMessage, encode_request_payload
 from trioplane.wire.response import (
@@ -61,6 +65,9 @@ from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from trioplane.transports.http import HttpClientOptions
+    from trioplane.transports.websocket import WebSocketClientOptions
 
 __all__ = [
     "EndpointClient",
@@ -98,11 +105,12 @@ class EndpointClientOptions(TypedDict, total=False):
     * ``close_grace_period`` (5 s): on close, how long open calls may finish.
     * ``tcp``: options of the TCP transport (:class:`~trioplane.TcpClientOptions`).
     * ``nats_servers``: the NATS server(s) for instances on the NATS request plane
-      (``nats_tcp``); default ``$NATS_SERVER`` (as Dynamo), else ``nats://127.0.0.1:4222``.
-      The connection opens with the first call to such an instance.
-    * ``nats``: options of that NATS connection (:class:`~trioplane.NatsOptions`).
-    * ``transports``: request-plane clients you own, by instance transport kind
-      (``{"tcp": client}``); used instead of ones the endpoint client opens.
+      (``nats_tcp``); default ``$NATS_SERVER`` (as Dynamo). The connection opens
+      with the first call to such an instance (or its warm-up).
+    * ``tcp``, ``http``, ``websocket``, ``nats``: options of each transport's client.
+    * ``request_plane``: a :class:`~trioplane.RequestPlaneClient` of yours to send
+      with (it must take the unified addresses of :func:`~trioplane.open_request_plane`);
+      by default the endpoint client opens a unified one itself.
     """
 
     router_mode: RouterMode
@@ -117,9 +125,11 @@ class EndpointClientOptions(TypedDict, total=False):
     max_item_size: int
     close_grace_period: float
     tcp: TcpClientOptions
+    http: HttpClientOptions
+    websocket: WebSocketClientOptions
     nats_servers: str | Sequence[str]
     nats: NatsOptions
-    transports: Mapping[str, RequestPlaneClient]
+    request_plane: RequestPlaneClient
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
@@ -139,25 +149,6 @@ def rejection_error(ack: bytes, instance_id: int | None = None) -> WorkerRejecte
     if text.startswith("Server overloaded:"):
         return WorkerOverloaded(text, instance_id)
     return WorkerUnavailable(text, instance_id)
-
-
-class _Latest:
-    """An async iterable of the latest value only (warm-up never queues stale lists)."""
-
-    def __init__(self) -> None:
-        self._value: list[Instance] | None = None
-        self._changed = trio.Event()
-
-    def set(self, value: list[Instance]) -> None:
-        self._value = value
-        self._changed.set()
-
-    async def __aiter__(self) -> AsyncIterator[list[Instance]]:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            assert self._value is not None
-            yield self._value
 
 
 class ResponseStream:
@@ -339,11 +330,11 @@ class EndpointClient:
         if self.cancel_mode not in (CANCEL_STOP, CANCEL_KILL):
             raise ValueError("cancel_mode must be 'stop' or 'kill'")
         self.close_grace_period = options.get("close_grace_period", 5.0)
-        self._tcp_options = options.get("tcp", {})
-        self._given_transports = dict(options.get("transports", {}))
-        self._nats_servers = options.get("nats_servers") or os.environ.get("NATS_SERVER")
-        self._nats_options = options.get("nats", {})
-        self._nats_lock = trio.Lock()
+        self._plane_options: RequestPlaneOptions = {}
+        for key in ("tcp", "http", "websocket", "nats_servers", "nats"):
+            if key in options:
+                self._plane_options[key] = options[key]
+        self._given_plane = options.get("request_plane")
         self.response_plane = ResponsePlane(
             host=options.get("response_host", "127.0.0.1"),
             port=options.get("response_port", 0),
@@ -351,10 +342,10 @@ class EndpointClient:
             handshake_timeout=options.get("handshake_timeout", 10.0),
             max_item_size=options.get("max_item_size", DEFAULT_MAX_BODY_SIZE),
         )
-        self._transports: dict[str, RequestPlaneClient] = {}
+        self._plane: RequestPlaneClient | None = None
         self._instances: dict[int, Instance] = {}
         self._instances_changed = trio.Event()
-        self._warmup = _Latest()
+        self._warmup: Latest[list[Instance]] = Latest()
         self._round_robin = itertools.count()
         self._calls: set[ResponseStream] = set()
         self._no_calls = trio.Event()
@@ -370,11 +361,11 @@ class EndpointClient:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.response_plane.run)
-                self._transports.update(self._given_transports)
-                if "tcp" not in self._transports:
-                    tcp = await start_tcp_client(nursery, **self._tcp_options)
-                    self._transports["tcp"] = tcp
-                    tcp.start_warmup(self._warmup)
+                if self._given_plane is not None:
+                    self._plane = self._given_plane
+                else:
+                    self._plane = await start_request_plane(nursery, **self._plane_options)
+                    self._plane.start_warmup(self._warmup)
                 await nursery.start(self._watch_discovery)
                 task_status.started()
                 await trio.sleep_forever()
@@ -407,9 +398,8 @@ class EndpointClient:
             for call in list(self._calls):
                 call._closed_by_client = True
                 await call.aclose()
-            for kind, transport in self._transports.items():
-                if kind not in self._given_transports:
-                    await transport.aclose()
+            if self._plane is not None and self._plane is not self._given_plane:
+                await self._plane.aclose()
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
                 with trio.move_on_after(CLOSE_TIMEOUT * 2):
@@ -511,20 +501,9 @@ class EndpointClient:
             return [item async for item in responses]
 
     def _reachable_kinds(self) -> set[str]:
-        return {*self._transports, "nats_tcp"}
-
-    async def _transport_for(self, kind: str) -> RequestPlaneClient | None:
-        """The client for an instance transport kind; NATS connects on first use."""
-        transport = self._transports.get(kind)
-        if transport is not None or kind != "nats_tcp":
-            return transport
-        async with self._nats_lock:
-            if kind not in self._transports:
-                assert self._nursery is not None
-                self._transports[kind] = await start_nats_client(
-                    self._nursery, self._nats_servers, **self._nats_options
-                )
-        return self._transports[kind]
+        if isinstance(self._plane, UnifiedClient):
+            return self._plane.kinds()
+        return {"tcp", "nats_tcp", "http", "websocket"}
 
     def _codec_for(self, instance: Instance) -> PayloadCodec:
         if self.codec != "auto":
@@ -565,8 +544,11 @@ class EndpointClient:
                 ack = await self._send(
                     instance, request_id, call_home, codec, bodies[codec.name], metadata, headers
                 )
-            except ConnectError as exc:  # never reached the worker: another one may serve it
+            except (ConnectError, WorkerRejected) as exc:
+                # Never reached the worker, or refused (an HTTP status): another may serve it.
                 call_home.close()
+                if isinstance(exc, WorkerRejected) and exc.instance_id is None:
+                    exc.instance_id = instance.instance_id
                 last_error = exc
                 continue
             except BaseException:
@@ -593,12 +575,8 @@ class EndpointClient:
         extra_headers: dict[str, str],
     ) -> bytes:
         """Send one request to ``instance`` and return its ack."""
-        transport = await self._transport_for(instance.transport_kind)
-        if transport is None:
-            raise WorkerUnavailable(
-                f"transport {instance.transport_kind!r} is not available in this client",
-                instance.instance_id,
-            )
+        plane = self._plane
+        assert plane is not None
         send_ts = time.time_ns()
         control = ControlMessage(
             id=request_id,
@@ -616,7 +594,7 @@ class EndpointClient:
             headers["x-endpoint-path"] = parse_tcp_address(instance.address)[2]
         headers.update(extra_headers)
         payload = encode_request_payload(control, body)
-        return await transport.send_request(instance.address, payload, headers)
+        return await plane.send_request(address_for(instance), payload, headers)
 
 
 @asynccontextmanager

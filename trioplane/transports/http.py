@@ -1,0 +1,353 @@
+"""The HTTP request plane (httpx), as Dynamo 1.2.1's workers serve it.
+
+``send_request(url, payload, headers)`` POSTs the payload
+(``application/octet-stream``) with the headers. ``2xx`` -> the (empty) body is
+the ack; 404 (``Endpoint not found``) -> :class:`~trioplane.WorkerUnavailable`;
+503 and 429 -> :class:`~trioplane.WorkerOverloaded`; 413 ->
+:class:`~trioplane.FrameTooLarge`; any other status -> :class:`HttpStatusError`.
+HTTP/1.1 by default; ``http2=True`` speaks h2 (prior knowledge on ``http://``,
+ALPN on ``https://``).
+
+Cancellation does not leak: httpx/httpcore under Trio lose an HTTP/2 stream slot
+(or an HTTP/1.1 pool slot) for every request cancelled mid-flight (httpcore issue
+1022), so a connection dies after 100 cancellations. Here each request runs in a
+task of the client's own nursery that is never cancelled by its caller: a caller
+that gives up stops waiting at once, and the request finishes in the background
+within httpx's own timeouts, which httpcore handles cleanly.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import time
+import urllib.parse
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, TypedDict
+
+import outcome
+import trio
+
+from trioplane._errors import (
+    AckTimeout,
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    FrameTooLarge,
+    TrioplaneError,
+    WorkerOverloaded,
+    WorkerUnavailable,
+)
+from trioplane._types import ClientStats, Instance
+from trioplane._util import collapse_groups
+from trioplane.transports._pipeline import CLOSE_TIMEOUT
+from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("the HTTP transport needs httpx: pip install 'trioplane[http]'") from exc
+
+__all__ = [
+    "HttpClient",
+    "HttpClientOptions",
+    "HttpStatusError",
+    "open_http_client",
+    "parse_http_address",
+    "start_http_client",
+]
+
+ADDRESS_FORMS = "'http://host:port/path', 'https://host:port/path'"
+
+
+class HttpStatusError(TrioplaneError):
+    """The worker answered with an HTTP status that is neither success nor a known refusal."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text}" if text else f"HTTP {status}")
+        self.status = status
+        self.text = text
+
+
+class HttpClientOptions(TypedDict, total=False):
+    """Options of :func:`open_http_client`.
+
+    * ``http2`` (False): speak HTTP/2 (h2c with prior knowledge on ``http://``).
+    * ``ssl_context``: for ``https://`` (default: the system's trust store).
+    * ``connect_timeout`` (5 s) -> :class:`~trioplane.ConnectError`;
+      ``ack_timeout`` (5 s): to write the request and read the answer ->
+      :class:`~trioplane.AckTimeout`.
+    * ``max_connections`` (100), ``max_keepalive_connections`` (20),
+      ``keepalive_expiry`` (5 s): httpx's pool limits.
+    * ``max_body_size`` (32 MiB): larger payloads are refused before sending
+      (:class:`~trioplane.FrameTooLarge`).
+    * ``retries`` (2): how often a request the server never processed (its
+      connection went away first, e.g. after a GOAWAY) is sent again on a fresh
+      connection.
+    * ``close_grace_period`` (5 s): on close, how long requests in flight may finish.
+    """
+
+    http2: bool
+    ssl_context: ssl.SSLContext
+    connect_timeout: float
+    ack_timeout: float
+    max_connections: int
+    max_keepalive_connections: int
+    keepalive_expiry: float
+    max_body_size: int
+    retries: int
+    close_grace_period: float
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_http_address(address: str) -> str:
+    """Check an ``http(s)://host[:port]/path`` address; ``ValueError`` if malformed."""
+    if not isinstance(address, str):
+        raise TypeError(f"address must be str, not {type(address).__name__}")
+    if any(c.isspace() for c in address):
+        raise ValueError(f"address {address!r} contains whitespace; accepted: {ADDRESS_FORMS}")
+    parts = urllib.parse.urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an HTTP address: {address!r}; accepted: {ADDRESS_FORMS}")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ValueError(f"bad port in {address!r}; accepted: {ADDRESS_FORMS}") from None
+    return address
+
+
+class _Call:
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: outcome.Outcome[bytes] | None = None
+
+
+class HttpClient:
+    """A :class:`~trioplane.RequestPlaneClient` for Dynamo's HTTP request plane."""
+
+    transport_name = "http"
+
+    def __init__(self, **options: Unpack[HttpClientOptions]) -> None:
+        unknown = set(options) - set(HttpClientOptions.__annotations__)
+        if unknown:
+            raise TypeError(f"unknown HTTP client options: {', '.join(sorted(unknown))}")
+        self.options = options
+        self.http2 = options.get("http2", False)
+        self.max_body_size = options.get("max_body_size", DEFAULT_MAX_FRAME_SIZE)
+        self.retries = options.get("retries", 2)
+        self.close_grace_period = options.get("close_grace_period", 5.0)
+        connect = options.get("connect_timeout", 5.0)
+        ack = options.get("ack_timeout", 5.0)
+        if connect <= 0 or ack <= 0 or self.retries < 0:
+            raise ValueError("timeouts must be positive and retries >= 0")
+        self._transport = httpx.AsyncHTTPTransport(
+            verify=options.get("ssl_context", True),
+            http1=not self.http2,
+            http2=self.http2,
+            limits=httpx.Limits(
+                max_connections=options.get("max_connections", 100),
+                max_keepalive_connections=options.get("max_keepalive_connections", 20),
+                keepalive_expiry=options.get("keepalive_expiry", 5.0),
+            ),
+        )
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            timeout=httpx.Timeout(ack, connect=connect, pool=ack),
+            trust_env=False,
+        )
+        self._sent = self._received = self._errors = 0
+        self._bytes_sent = self._bytes_received = 0
+        self._latency_total = 0.0
+        self._latency_count = 0
+        self._calls = 0
+        self._idle = trio.Event()
+        self._closing = False
+        self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the requests' tasks until :meth:`aclose`; use with ``nursery.start``."""
+        try:
+            async with self._client, trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._closing = True
+            self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Refuse new requests, give those in flight the grace period, then cancel them."""
+        with trio.CancelScope(shield=True):
+            self._closing = True
+            if self._calls:
+                with trio.move_on_after(self.close_grace_period):
+                    await self._idle.wait()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+                with trio.move_on_after(CLOSE_TIMEOUT * 2):
+                    await self._stopped.wait()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the request-plane interface ---------------------------------------------------------
+
+    async def send_request(
+        self, address: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """POST ``payload`` to ``address``; the (empty) body of a 2xx answer is the ack."""
+        url = parse_http_address(address)
+        if len(payload) > self.max_body_size:
+            raise FrameTooLarge(f"body of {len(payload)} bytes exceeds {self.max_body_size}")
+        request_headers = {"content-type": "application/octet-stream"}
+        if headers:
+            request_headers.update(headers)
+        if self._closing or self._nursery is None:
+            await trio.lowlevel.checkpoint()
+            raise ClientClosed("client is closed" if self._closing else "client is not started")
+        call = _Call()
+        self._calls += 1
+        try:
+            # In the client's nursery, never cancelled by this caller (see the module doc).
+            self._nursery.start_soon(self._perform, url, payload, request_headers, call)
+            await call.done.wait()
+        finally:
+            self._calls -= 1
+            if self._calls == 0 and self._closing:
+                self._idle.set()
+        assert call.result is not None
+        return call.result.unwrap()
+
+    async def _perform(
+        self, url: str, payload: bytes, headers: dict[str, str], call: _Call
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            ack = await self._post(url, payload, headers)
+        except TrioplaneError as exc:
+            self._errors += 1
+            call.result = outcome.Error(exc)
+        else:
+            self._latency_total += time.perf_counter() - start
+            self._latency_count += 1
+            call.result = outcome.Value(ack)
+        finally:
+            if call.result is None:  # cancelled: the client is closing
+                call.result = outcome.Error(ClientClosed("client closed before the answer"))
+            call.done.set()
+
+    async def _post(self, url: str, payload: bytes, headers: dict[str, str]) -> bytes:
+        attempts = 0
+        while True:
+            attempts += 1
+            self._sent += 1
+            self._bytes_sent += len(payload)
+            try:
+                response = await self._client.post(url, content=payload, headers=headers)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout):
+                    raise ConnectError(f"connect to {url} timed out") from exc
+                raise AckTimeout(f"no answer from {url}: {exc!r}") from exc
+            except httpx.ConnectError as exc:
+                raise ConnectError(f"cannot connect to {url}: {exc}") from exc
+            except httpx.TransportError as exc:
+                if attempts <= self.retries and _never_processed(exc):
+                    continue  # the server went away before taking it: a fresh connection
+                raise ConnectionLost(f"{url}: {exc!r}") from exc
+            self._received += 1
+            self._bytes_received += len(response.content)
+            return _ack(response)
+
+    def is_healthy(self) -> bool:
+        return self._nursery is not None and not self._closing
+
+    def stats(self) -> ClientStats:
+        active = idle = 0
+        pool = getattr(self._transport, "_pool", None)  # httpcore's pool; no public API
+        for connection in getattr(pool, "connections", []):
+            if connection.is_idle():
+                idle += 1
+            else:
+                active += 1
+        return ClientStats(
+            requests_sent=self._sent,
+            responses_received=self._received,
+            errors=self._errors,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            active_connections=active,
+            idle_connections=idle,
+            avg_latency_us=int(self._latency_total / self._latency_count * 1e6)
+            if self._latency_count
+            else 0,
+        )
+
+    def start_warmup(self, instance_updates: AsyncIterable[Sequence[Instance]]) -> None:
+        """Connections open with the first request (httpx's pool has no warm-up)."""
+
+
+def _never_processed(exc: httpx.TransportError) -> bool:
+    """True when the server cannot have processed the request.
+
+    httpcore reports a connection that closed (or sent GOAWAY) before any of the
+    response as "Server disconnected without sending a response" or a
+    ``ConnectionTerminated`` for streams above the last one the server took.
+    """
+    text = str(exc)
+    return isinstance(exc, httpx.RemoteProtocolError) and (
+        "without sending a response" in text or "ConnectionTerminated" in text
+    )
+
+
+def _ack(response: httpx.Response) -> bytes:
+    status = response.status_code
+    if 200 <= status < 300:
+        return response.content
+    text = response.text.strip()
+    if status == 404:
+        raise WorkerUnavailable(text or "Endpoint not found")
+    if status in (429, 503):
+        raise WorkerOverloaded(text or f"HTTP {status}")
+    if status == 413:
+        raise FrameTooLarge(f"the worker refused the body as too large: {text}")
+    raise HttpStatusError(status, text)
+
+
+async def start_http_client(
+    nursery: trio.Nursery, **options: Unpack[HttpClientOptions]
+) -> HttpClient:
+    """Start an :class:`HttpClient` whose tasks run in ``nursery``; ``aclose`` it yourself."""
+    client = HttpClient(**options)
+    await nursery.start(client.run)
+    return client
+
+
+@asynccontextmanager
+async def open_http_client(**options: Unpack[HttpClientOptions]) -> AsyncIterator[HttpClient]:
+    """Open an HTTP request-plane client that owns its connections and tasks."""
+    client = HttpClient(**options)
+    with collapse_groups():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            try:
+                yield client
+            finally:
+                await client.aclose()

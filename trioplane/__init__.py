@@ -4,6 +4,8 @@
 transports as async context managers whose nurseries own their connections.
 """
 
+from typing import TYPE_CHECKING
+
 from trioplane._errors import (
     AckTimeout,
     CallHomeTimeout,
@@ -59,6 +61,9 @@ __all__ = [
     "EndpointClientOptions",
     "FileDiscovery",
     "FrameTooLarge",
+    "HttpClient",
+    "HttpClientOptions",
+    "HttpStatusError",
     "Instance",
     "InstanceNotFound",
     "MalformedStream",
@@ -71,8 +76,8 @@ __all__ = [
     "NoResponders",
     "ProtocolError",
     "RemoteError",
-    "RequestPlaneOptions",
     "RequestPlaneClient",
+    "RequestPlaneOptions",
     "ResponseStream",
     "StaticDiscovery",
     "StreamError",
@@ -81,20 +86,41 @@ __all__ = [
     "TcpClientOptions",
     "TrioplaneError",
     "UnifiedClient",
+    "WebSocketClient",
+    "WebSocketClientOptions",
     "WorkerOverloaded",
     "WorkerRejected",
     "WorkerUnavailable",
-    "__version__",
     "open_endpoint_client",
+    "open_http_client",
     "open_nats_client",
     "open_nats_connection",
     "open_request_plane",
     "open_tcp_client",
+    "open_websocket_client",
+    "start_http_client",
     "start_nats_client",
     "start_request_plane",
     "start_tcp_client",
+    "start_websocket_client",
+    "__version__",
 ]
 
+
+if TYPE_CHECKING:
+    from trioplane.transports.http import (
+        HttpClient,
+        HttpClientOptions,
+        HttpStatusError,
+        open_http_client,
+        start_http_client,
+    )
+    from trioplane.transports.websocket import (
+        WebSocketClient,
+        WebSocketClientOptions,
+        open_websocket_client,
+        start_websocket_client,
+    )
 
 # The HTTP and WebSocket transports need optional extras (httpx, trio-websocket):
 # imported on first use, so ``import trioplane`` works without them.

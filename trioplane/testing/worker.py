@@ -1,12 +1,19 @@
-"""A Trio test worker for Dynamo's TCP request plane.
+"""Trio test workers for Dynamo's request plane, and the request handling they share.
 
-It listens on 127.0.0.1 (port 0 by default), decodes request frames with the
-same codec the client uses, records what it received, and answers each request
-as its *policy* says: accept, reject with a text, delay, drop the connection or
-send garbage. Acks go back in request order (FIFO), as Dynamo's do.
+A worker decodes request frames with the same codec the client uses, records
+what it received, and answers each request as its *policy* says: accept, reject
+with a text, delay, drop the connection or send garbage. Acks go back in
+request order (FIFO), as Dynamo's do.
 
-Run it alone (for benchmarks): ``python -m trioplane.testing --port 0``
-prints ``listening HOST:PORT`` and serves until interrupted.
+That handling lives once, in :func:`serve_frame_link`, and talks to the
+connection only through a :class:`FrameLink`, so every transport shares it:
+:class:`StreamLink` is the TCP request plane (a byte stream: frames may span
+reads, the replies of one batch go out in one write); the WebSocket request
+plane's link is in :mod:`trioplane.testing.websocket` (one frame per message).
+
+:class:`TcpTestWorker` listens on 127.0.0.1 (port 0 by default). Run it alone
+(for benchmarks): ``python -m trioplane.testing --port 0`` prints
+``listening HOST:PORT`` and serves until interrupted.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -30,7 +38,15 @@ from trioplane.wire.tcp import (
     encode_ack,
 )
 
-__all__ = ["Reply", "TcpTestWorker", "open_tcp_test_worker", "serve_request_stream"]
+__all__ = [
+    "FrameLink",
+    "Reply",
+    "StreamLink",
+    "TcpTestWorker",
+    "open_tcp_test_worker",
+    "serve_frame_link",
+    "serve_request_stream",
+]
 
 RECEIVE_SIZE = 64 * 1024
 
@@ -70,18 +86,93 @@ def accept_all(frame: RequestFrame) -> Reply:
     return Reply.accept()
 
 
-async def serve_request_stream(
-    stream: trio.abc.Stream,
+class FrameLink(Protocol):
+    """One worker-side connection, as :func:`serve_frame_link` sees it.
+
+    The transport-neutral seam between the shared request handling and a
+    transport: a link moves bytes and knows its framing; it never decodes,
+    answers or orders anything.
+    """
+
+    @property
+    def one_frame_per_message(self) -> bool:
+        """True if each :meth:`receive` must be exactly one whole request frame
+        (a message transport); False for a byte stream, whose frames may span reads."""
+        ...
+
+    async def receive(self) -> bytes:
+        """The next bytes or message; ``b""`` once the peer has left.
+
+        Raise :class:`~trioplane.ProtocolError` for input that cannot carry a
+        frame (it gets the ``Read error`` ack, then the link is closed).
+        """
+        ...
+
+    async def send_replies(self, replies: Sequence[bytes]) -> None:
+        """Send a batch of replies (ack frames or garbage) in order.
+
+        Raise ``trio.BrokenResourceError`` (or ``ClosedResourceError``/``OSError``)
+        if the peer is gone.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection; called once, shielded, when serving ends (also on a drop)."""
+        ...
+
+
+class StreamLink:
+    """A :class:`FrameLink` over a byte stream (the TCP request plane)."""
+
+    one_frame_per_message = False
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def receive(self) -> bytes:
+        return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+
+    async def send_replies(self, replies: Sequence[bytes]) -> None:
+        """All in one write, as a worker answering a read's frames together does."""
+        await self.stream.send_all(b"".join(replies))
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+def _decode(
+    decoder: RequestFrameDecoder, data: bytes, *, one_frame_per_message: bool
+) -> Iterable[RequestFrame]:
+    """The request frames ``data`` completes; :class:`ProtocolError` if it is bad.
+
+    On a stream, frames come lazily, so those before a bad one are still served.
+    A message must be exactly one frame: it is checked whole before any is served.
+    """
+    decoder.feed(data)
+    if not one_frame_per_message:
+        return decoder.frames()
+    frames = list(decoder.frames())
+    if len(frames) != 1 or decoder.buffered:
+        raise ProtocolError(
+            f"a message must hold exactly one request frame, this one holds {len(frames)}"
+            f" whole frames and {decoder.buffered} more bytes"
+        )
+    return frames
+
+
+async def serve_frame_link(
+    link: FrameLink,
     policy: Policy,
     *,
     on_frame: Callable[[RequestFrame], None] = lambda frame: None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> None:
-    """Serve one connection: decode request frames, answer each in order.
+    """Serve one connection of any transport: decode request frames, answer each in order.
 
-    Immediate replies to the frames of one read go out in one write; a delayed
-    reply holds back the ones after it (FIFO). A frame that cannot be decoded
-    gets Dynamo's ``Read error: ...`` ack and the connection is closed.
+    The replies to the frames of one receive go out as one batch; a delayed
+    reply holds back the ones after it (FIFO). A drop closes the link. A frame
+    that cannot be decoded gets Dynamo's ``Read error: ...`` ack and the link is
+    closed. Returns when the peer leaves or the link is closed; always closes it.
     """
     decoder = RequestFrameDecoder(max_frame_size=max_frame_size)
     send, receive = trio.open_memory_channel[list[Reply]](math.inf)
@@ -89,14 +180,16 @@ async def serve_request_stream(
     async def reader() -> None:
         async with send:
             while True:
-                data = await stream.receive_some(RECEIVE_SIZE)
-                if not data:  # the caller left: its pending acks have nowhere to go
-                    nursery.cancel_scope.cancel()
-                    return
-                decoder.feed(data)
                 replies: list[Reply] = []
                 try:
-                    for frame in decoder.frames():
+                    data = await link.receive()
+                    if not data:  # the caller left: its pending acks have nowhere to go
+                        nursery.cancel_scope.cancel()
+                        return
+                    frames = _decode(
+                        decoder, data, one_frame_per_message=link.one_frame_per_message
+                    )
+                    for frame in frames:
                         on_frame(frame)
                         replies.append(policy(frame))
                 except ProtocolError as exc:
@@ -114,17 +207,17 @@ async def serve_request_stream(
                 for reply in replies:
                     if reply.delay:
                         if out:
-                            await stream.send_all(b"".join(out))
+                            await link.send_replies(out)
                             out = []
                         await trio.sleep(reply.delay)
                     if reply.kind == "drop":
                         if out:
-                            await stream.send_all(b"".join(out))
+                            await link.send_replies(out)
                         nursery.cancel_scope.cancel()
                         return
                     out.append(reply.ack)
                 if out:
-                    await stream.send_all(b"".join(out))
+                    await link.send_replies(out)
         nursery.cancel_scope.cancel()
 
     async def until_peer_leaves(task: Callable[[], Awaitable[None]]) -> None:
@@ -139,11 +232,65 @@ async def serve_request_stream(
             nursery.start_soon(until_peer_leaves, writer)
     finally:
         with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(stream)
+            await link.aclose()
+
+
+async def serve_request_stream(
+    stream: trio.abc.Stream,
+    policy: Policy,
+    *,
+    on_frame: Callable[[RequestFrame], None] = lambda frame: None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> None:
+    """Serve one TCP-plane connection over any ``trio.abc.Stream``.
+
+    :func:`serve_frame_link` on a :class:`StreamLink`: frames may span reads,
+    and the immediate replies to the frames of one read go out in one write.
+    """
+    await serve_frame_link(
+        StreamLink(stream), policy, on_frame=on_frame, max_frame_size=max_frame_size
+    )
+
+
+class _LinkServer:
+    """What every test worker does with a connection: serve it and count it.
+
+    The policy is looked up per frame, so assigning ``worker.policy`` applies at once.
+    """
+
+    policy: Policy
+    received: list[RequestFrame]
+    connections_accepted: int
+    open_connections: int
+
+    async def _serve_link(self, link: FrameLink, *, max_frame_size: int) -> None:
+        self.connections_accepted += 1
+        self.open_connections += 1
+        try:
+            await serve_frame_link(
+                link,
+                lambda frame: self.policy(frame),
+                on_frame=self.received.append,
+                max_frame_size=max_frame_size,
+            )
+        finally:
+            self.open_connections -= 1
+
+
+@asynccontextmanager
+async def _running(serve: Callable[..., Awaitable[object]]) -> AsyncIterator[None]:
+    """Run a worker's ``serve`` (started: its port is known) for the duration of the block."""
+    with collapse_groups():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 @dataclass
-class TcpTestWorker:
+class TcpTestWorker(_LinkServer):
     """A running test worker: its address, what it received, and its policy."""
 
     host: str = "127.0.0.1"
@@ -166,17 +313,7 @@ class TcpTestWorker:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        self.connections_accepted += 1
-        self.open_connections += 1
-        try:
-            await serve_request_stream(
-                stream,
-                lambda frame: self.policy(frame),
-                on_frame=self.received.append,
-                max_frame_size=self.max_frame_size,
-            )
-        finally:
-            self.open_connections -= 1
+        await self._serve_link(StreamLink(stream), max_frame_size=self.max_frame_size)
 
 
 @asynccontextmanager
@@ -189,13 +326,8 @@ async def open_tcp_test_worker(
 ) -> AsyncIterator[TcpTestWorker]:
     """Run a :class:`TcpTestWorker` for the duration of the block."""
     worker = TcpTestWorker(host=host, port=port, policy=policy, max_frame_size=max_frame_size)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            try:
-                yield worker
-            finally:
-                nursery.cancel_scope.cancel()
+    async with _running(worker.serve):
+        yield worker
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,6 +95,9 @@ class PipelinedClient(abc.ABC, Generic[K]):
             if self._calls:
                 with trio.move_on_after(self.options.close_grace_period):
                     await self._idle.wait()
+            if self._pool is not None:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._pool.close_connections()
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
                 with trio.move_on_after(CLOSE_TIMEOUT * 2):

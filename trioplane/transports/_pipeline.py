@@ -180,6 +180,8 @@ class PipelinedConnection:
         self._error: TrioplaneError | None = None
         self._retired = False
         self._cancel_scope = trio.CancelScope()
+        #: Set once the connection and its channel are closed.
+        self.closed = trio.Event()
 
     @property
     def has_capacity(self) -> bool:
@@ -292,6 +294,7 @@ class PipelinedConnection:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + CLOSE_TIMEOUT
                 await self._channel.aclose()
+            self.closed.set()
 
     def close(self) -> None:
         """Stop now; requests still waiting fail with :class:`ClientClosed`."""
@@ -578,6 +581,18 @@ class ConnectionPool(Generic[K]):
         self.closed = True
         for host in self._hosts.values():
             host.capacity.unpark_all()
+
+    async def close_connections(self) -> None:
+        """Close every connection and wait until they are closed (the caller bounds it).
+
+        A connection's own close may talk to the peer (a WebSocket close handshake),
+        so this runs before the nursery that hosts the protocol's tasks is cancelled.
+        """
+        connections = self.connections()
+        for conn in connections:
+            conn.close()
+        for conn in connections:
+            await conn.closed.wait()
 
     async def watch_instances(
         self,

@@ -117,7 +117,11 @@ class FrameLink(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Close the connection; called once, shielded, when serving ends (also on a drop)."""
+        """Close the connection; called once when serving ends (also on a drop).
+
+        As ``trio.abc.AsyncResource.aclose``: if cancelled (the worker is shutting
+        down), it must still close the connection, abruptly.
+        """
         ...
 
 
@@ -231,8 +235,7 @@ async def serve_frame_link(
             nursery.start_soon(until_peer_leaves, reader)
             nursery.start_soon(until_peer_leaves, writer)
     finally:
-        with trio.CancelScope(shield=True):
-            await link.aclose()
+        await link.aclose()  # abruptly if we are cancelled (the worker is shutting down)
 
 
 async def serve_request_stream(

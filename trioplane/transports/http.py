@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 ADDRESS_FORMS = "'http://host:port/path', 'https://host:port/path'"
+RETRY_PAUSE = 0.005
+MAX_RETRY_PAUSE = 0.1
 
 
 class HttpStatusError(TrioplaneError):
@@ -86,9 +88,9 @@ class HttpClientOptions(TypedDict, total=False):
       ``keepalive_expiry`` (5 s): httpx's pool limits.
     * ``max_body_size`` (32 MiB): larger payloads are refused before sending
       (:class:`~trioplane.FrameTooLarge`).
-    * ``retries`` (2): how often a request the server never processed (its
-      connection went away first, e.g. after a GOAWAY) is sent again on a fresh
-      connection.
+    * ``retries`` (100): how often a request the server never processed (its
+      connection went away first, e.g. after a GOAWAY) may be sent again on a
+      fresh connection, within its ``ack_timeout``.
     * ``close_grace_period`` (5 s): on close, how long requests in flight may finish.
     """
 
@@ -141,10 +143,10 @@ class HttpClient:
         self.options = options
         self.http2 = options.get("http2", False)
         self.max_body_size = options.get("max_body_size", DEFAULT_MAX_FRAME_SIZE)
-        self.retries = options.get("retries", 2)
+        self.retries = options.get("retries", 100)
         self.close_grace_period = options.get("close_grace_period", 5.0)
         connect = options.get("connect_timeout", 5.0)
-        ack = options.get("ack_timeout", 5.0)
+        ack = self._ack_timeout = options.get("ack_timeout", 5.0)
         if connect <= 0 or ack <= 0 or self.retries < 0:
             raise ValueError("timeouts must be positive and retries >= 0")
         self._transport = httpx.AsyncHTTPTransport(
@@ -255,6 +257,8 @@ class HttpClient:
             call.done.set()
 
     async def _post(self, url: str, payload: bytes, headers: dict[str, str]) -> bytes:
+        # Requests the server never processed are retried until the ack timeout.
+        deadline = trio.current_time() + self._ack_timeout
         attempts = 0
         while True:
             attempts += 1
@@ -269,9 +273,16 @@ class HttpClient:
             except httpx.ConnectError as exc:
                 raise ConnectError(f"cannot connect to {url}: {exc}") from exc
             except httpx.TransportError as exc:
-                if attempts <= self.retries and _never_processed(exc):
-                    continue  # the server went away before taking it: a fresh connection
-                raise ConnectionLost(f"{url}: {exc!r}") from exc
+                if (
+                    attempts <= self.retries
+                    and trio.current_time() < deadline
+                    and _never_processed(exc)
+                ):
+                    # The server went away before taking it: again, once the pool has
+                    # had a moment to drop the dead connection.
+                    await trio.sleep(min(RETRY_PAUSE * attempts, MAX_RETRY_PAUSE))
+                    continue
+                raise ConnectionLost(f"{url}: {exc!r} (attempt {attempts})") from exc
             self._received += 1
             self._bytes_received += len(response.content)
             return _ack(response)
@@ -307,10 +318,14 @@ class HttpClient:
 def _never_processed(exc: httpx.TransportError) -> bool:
     """True when the server cannot have processed the request.
 
-    httpcore reports a connection that closed (or sent GOAWAY) before any of the
-    response as "Server disconnected without sending a response" or a
-    ``ConnectionTerminated`` for streams above the last one the server took.
+    A write that failed (the server closed the connection, e.g. after its
+    GOAWAY, before the request was all sent) cannot have been processed, since a
+    worker needs the whole body; nor can a request on a connection that closed
+    before any of the response ("Server disconnected without sending a
+    response"), or one above the last stream a GOAWAY accepted.
     """
+    if isinstance(exc, httpx.WriteError):
+        return True
     text = str(exc)
     return isinstance(exc, httpx.RemoteProtocolError) and (
         "without sending a response" in text or "ConnectionTerminated" in text

@@ -95,14 +95,16 @@ def read_instances(discovery_dir: Path) -> list[Instance]:
 
 @contextlib.contextmanager
 def run_dynamo_worker(
-    discovery_dir: Path, endpoints: list[str], **env: str
+    discovery_dir: Path, endpoints: list[str], *, version: str = DYNAMO_VERSION, **env: str
 ) -> Iterator[DynamoWorker]:
-    """Start a real Dynamo worker serving ``endpoints``; stop it on exit.
+    """Start a real Dynamo worker (``ai-dynamo-runtime==version``) serving ``endpoints``;
+    stop it on exit.
 
     Several workers may share ``discovery_dir``: each one's ``instances`` are the
-    records it added, by endpoint path.
+    records it added, by endpoint path. ``env`` overrides :func:`worker_env`'s
+    variables (e.g. ``DYN_REQUEST_PLANE="http"`` for 1.2.1's HTTP plane).
     """
-    python = dynamo_python()
+    python = dynamo_python(version)
     known = {i.instance_id for i in read_instances(discovery_dir)}
     process = subprocess.Popen(
         [python, WORKER_SCRIPT, *endpoints],

@@ -1,7 +1,10 @@
 """A real Dynamo worker for trioplane's interop tests.
 
-Runs under the Dynamo virtual environment's Python (not trioplane's): serves the
-endpoints named on the command line, file discovery. The handler's behaviour is
+Runs under the Dynamo virtual environment's Python (not trioplane's), Dynamo 1.6.1
+or 1.2.1 (same ``DistributedRuntime(loop, discovery, request_plane)`` and
+``serve_endpoint``): serves the endpoints named on the command line, file
+discovery, the request plane named by ``DYN_REQUEST_PLANE`` (``tcp``, ``nats``,
+or ``http`` on 1.2.1). The handler's behaviour is
 picked by the request's ``op`` (no ``op``: echo the request once):
 
 * ``count``: yield ``{"i": i}`` for ``i < n``;
@@ -35,7 +38,9 @@ async def handler(request, context):  # type: ignore[no-untyped-def]
     elif op == "error_before":
         raise ValueError("boom")
     elif op == "context":
-        yield {"id": context.id(), "metadata": dict(context.metadata.items())}
+        # Dynamo 1.2.1's Context has no metadata.
+        metadata = getattr(context, "metadata", None)
+        yield {"id": context.id(), "metadata": dict(metadata.items()) if metadata else {}}
     elif op == "size":
         yield {"size": len(request["blob"])}
     elif op == "slow":

@@ -77,6 +77,9 @@ class HttpRequest:
     http_version: str = "1.1"
     #: The caller's ``(host, port)``: one port per connection.
     client: tuple[str, int] | None = None
+    #: False when the caller (or the connection) went away before the body ended:
+    #: such a request was never processed.
+    complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,7 @@ class HttpTestWorker:
             body=body,
             http_version=scope["http_version"],
             client=(client[0], client[1]) if client is not None else None,
+            complete=not disconnected,
         )
         self.received.append(request)
         if disconnected:

@@ -9,11 +9,11 @@ HTTP/1.1 by default; ``http2=True`` speaks h2 (prior knowledge on ``http://``,
 ALPN on ``https://``).
 
 Cancellation does not leak: httpx/httpcore under Trio lose an HTTP/2 stream slot
-(or an HTTP/1.1 pool slot) for every request cancelled mid-flight (httpcore issue
-1022), so a connection dies after 100 cancellations. Here each request runs in a
-task of the client's own nursery that is never cancelled by its caller: a caller
-that gives up stops waiting at once, and the request finishes in the background
-within httpx's own timeouts, which httpcore handles cleanly.
+for every request cancelled mid-flight (httpcore issue 1022: the stream is never
+reset), so a connection dies after as many cancellations as the server allows
+streams. Here each request runs in a task of the client's own nursery that its
+caller never cancels: a caller that gives up stops waiting at once, and the
+request finishes in the background within the client's timeouts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import outcome
 import trio
@@ -88,9 +88,9 @@ class HttpClientOptions(TypedDict, total=False):
       ``keepalive_expiry`` (5 s): httpx's pool limits.
     * ``max_body_size`` (32 MiB): larger payloads are refused before sending
       (:class:`~trioplane.FrameTooLarge`).
-    * ``retries`` (100): how often a request the server never processed (its
-      connection went away first, e.g. after a GOAWAY) may be sent again on a
-      fresh connection, within its ``ack_timeout``.
+    * ``retries`` (100): how often a request the server cannot have processed
+      (its body was not all sent, or a GOAWAY refused its stream) may be sent
+      again on a fresh connection, within its ``ack_timeout``.
     * ``close_grace_period`` (5 s): on close, how long requests in flight may finish.
     """
 
@@ -264,8 +264,11 @@ class HttpClient:
             attempts += 1
             self._sent += 1
             self._bytes_sent += len(payload)
+            progress = _Progress()
             try:
-                response = await self._client.post(url, content=payload, headers=headers)
+                response = await self._client.post(
+                    url, content=payload, headers=headers, extensions={"trace": progress.trace}
+                )
             except httpx.TimeoutException as exc:
                 if isinstance(exc, httpx.ConnectTimeout):
                     raise ConnectError(f"connect to {url} timed out") from exc
@@ -276,10 +279,9 @@ class HttpClient:
                 if (
                     attempts <= self.retries
                     and trio.current_time() < deadline
-                    and _never_processed(exc)
+                    and progress.never_processed(exc)
                 ):
-                    # The server went away before taking it: again, once the pool has
-                    # had a moment to drop the dead connection.
+                    # Again, once the pool has had a moment to drop the dead connection.
                     await trio.sleep(min(RETRY_PAUSE * attempts, MAX_RETRY_PAUSE))
                     continue
                 raise ConnectionLost(f"{url}: {exc!r} (attempt {attempts})") from exc
@@ -315,21 +317,37 @@ class HttpClient:
         """Connections open with the first request (httpx's pool has no warm-up)."""
 
 
-def _never_processed(exc: httpx.TransportError) -> bool:
-    """True when the server cannot have processed the request.
+class _Progress:
+    """How far one attempt got (httpcore's trace hook), which decides whether the
+    server can have processed the request when the connection fails."""
 
-    A write that failed (the server closed the connection, e.g. after its
-    GOAWAY, before the request was all sent) cannot have been processed, since a
-    worker needs the whole body; nor can a request on a connection that closed
-    before any of the response ("Server disconnected without sending a
-    response"), or one above the last stream a GOAWAY accepted.
-    """
-    if isinstance(exc, httpx.WriteError):
-        return True
-    text = str(exc)
-    return isinstance(exc, httpx.RemoteProtocolError) and (
-        "without sending a response" in text or "ConnectionTerminated" in text
-    )
+    __slots__ = ("body_queued", "http2")
+
+    def __init__(self) -> None:
+        self.http2 = False
+        self.body_queued = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("http2."):
+            self.http2 = True
+            # From here on the body is queued in the connection's shared h2 state,
+            # which any stream's write may flush, whatever this one's write says.
+            if event == "http2.send_request_headers.complete":
+                self.body_queued = True
+        elif event == "http11.send_request_body.complete":
+            self.body_queued = True
+
+    def never_processed(self, exc: httpx.TransportError) -> bool:
+        """True when the whole request cannot have reached the server: a retry is safe.
+
+        HTTP/1.1: its body was not all written. HTTP/2: not even its headers went
+        out (once they have, other streams' writes may carry the rest). A request
+        that may have been processed is never sent twice, even after a GOAWAY whose
+        ``last_stream_id`` is below it: hypercorn, for one, has been seen to process
+        such streams. (httpcore itself moves requests it had not written yet to a
+        fresh connection.)
+        """
+        return not self.body_queued
 
 
 def _ack(response: httpx.Response) -> bytes:

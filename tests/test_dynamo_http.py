@@ -16,6 +16,8 @@ import httpx
 import pytest
 import trio
 
+import trioplane
+from trioplane import FileDiscovery
 from trioplane.testing.http import open_http_test_worker
 from trioplane.wire import (
     JSON,
@@ -224,3 +226,41 @@ async def test_the_test_worker_answers_like_dynamo(dynamo: DynamoWorker, protoco
             real = await http.request(method, real_base + path, content=body)
             ours = await http.request(method, fake.base_url + path, content=body)
             assert summary(ours) == summary(real), (method, path)
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["h1", "h2c"])
+async def test_endpoint_client_streams_over_http(dynamo: DynamoWorker, h2: bool) -> None:
+    """End to end: discovery finds the HTTP instance, the worker calls home, items stream."""
+    async with trioplane.open_endpoint_client(
+        ENDPOINT,
+        FileDiscovery(dynamo.discovery_dir, poll_interval=0.1),
+        http={"http2": h2},
+    ) as client:
+        with trio.fail_after(10):
+            (instance,) = await client.wait_for_instances()
+        assert instance.transport_kind == "http"
+        assert await client.call({"op": "count", "n": 50}) == [{"i": i} for i in range(50)]
+        with pytest.raises(trioplane.RemoteError, match="ValueError: boom"):
+            await client.call({"op": "error_after"})
+
+
+async def test_an_endpoint_mixing_http_and_tcp_instances(
+    dynamo: DynamoWorker, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A 1.6.1 TCP worker joins the 1.2.1 HTTP worker's endpoint: round robin uses both."""
+    with run_dynamo_worker(dynamo.discovery_dir, [ENDPOINT]) as tcp_worker:
+        async with trioplane.open_endpoint_client(
+            ENDPOINT, FileDiscovery(dynamo.discovery_dir, poll_interval=0.1)
+        ) as client:
+            with trio.fail_after(10):
+                while len(client.instances()) < 2:
+                    await client.wait_for_instances()
+                    await trio.sleep(0.05)
+            kinds = set()
+            for _ in range(4):
+                async with client.generate({"op": "count", "n": 2}) as responses:
+                    assert [item async for item in responses] == [{"i": 0}, {"i": 1}]
+                    assert responses.instance is not None
+                    kinds.add(responses.instance.transport_kind)
+    assert kinds == {"http", "tcp"}
+    assert tcp_worker.instances[ENDPOINT].transport_kind == "tcp"

@@ -89,7 +89,10 @@ class BarePipeline:
 
     async def reader(self) -> None:
         while True:
-            message = await self.ws.get_message()
+            try:
+                message = await self.ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
             decoder = AckDecoder()
             decoder.feed(message)  # type: ignore[arg-type]
             assert decoder.next_ack() is not None
@@ -106,14 +109,19 @@ class BarePipeline:
 async def ws_case(body: bytes, concurrency: int, seconds: float) -> tuple[float, float]:
     async with open_websocket_test_worker() as worker:
         url = worker.address("0/bench/ws/generate")
-        frame = encode_request_frame("0/bench/ws/generate", {}, body)
         async with trio.open_nursery() as nursery:
             ws = await trio_websocket.connect_websocket_url(
                 nursery, url, message_queue_size=64, max_message_size=8 * 1024 * 1024
             )
             bare = BarePipeline(ws)
             nursery.start_soon(bare.reader)
-            bare_rate = await rate(lambda _: bare.send(frame), body, concurrency, seconds)
+            path = "0/bench/ws/generate"
+            bare_rate = await rate(
+                lambda data: bare.send(encode_request_frame(path, None, data)),
+                body,
+                concurrency,
+                seconds,
+            )
             await ws.aclose()
             nursery.cancel_scope.cancel()
         async with trioplane.open_websocket_client(max_message_size=8 * 1024 * 1024) as client:

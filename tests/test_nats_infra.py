@@ -108,18 +108,16 @@ def test_auth_is_enforced_and_connect_fields(tmp_path: Path, auth: str) -> None:
 @pytest.mark.parametrize(
     ("encoding", "accepted"),
     [
-        ("base64url-unpadded", True),  # what the Go client sends
+        ("base64url-unpadded", True),  # what the Go client (and trioplane) sends
         ("base64-padded", True),  # what nats-py sends: the server falls back to it
-        ("base64-unpadded", False),
-        ("base64url-padded", False),
+        # (The rejected encodings are not tested: whether a given signature's
+        # encodings differ depends on its random bytes.)
     ],
 )
 def test_nkey_signature_encodings(tmp_path: Path, encoding: str, accepted: bool) -> None:
     encoders: dict[str, Callable[[bytes], bytes]] = {
         "base64url-unpadded": lambda b: base64.urlsafe_b64encode(b).rstrip(b"="),
         "base64-padded": base64.b64encode,
-        "base64-unpadded": lambda b: base64.b64encode(b).rstrip(b"="),
-        "base64url-padded": base64.urlsafe_b64encode,
     }
     with start_nats_server(tmp_path, auth="nkey") as server:
         assert server.nkey_seed is not None

@@ -47,6 +47,7 @@ from trioplane.transports.unified import (
     start_request_plane,
 )
 from trioplane.wire.codecs import CodecError
+from trioplane.worker import RequestContext, Worker, open_worker, serve_endpoint
 
 __all__ = [
     "AckTimeout",
@@ -76,6 +77,7 @@ __all__ = [
     "NoResponders",
     "ProtocolError",
     "RemoteError",
+    "RequestContext",
     "RequestPlaneClient",
     "RequestPlaneOptions",
     "ResponseStream",
@@ -88,9 +90,11 @@ __all__ = [
     "UnifiedClient",
     "WebSocketClient",
     "WebSocketClientOptions",
+    "Worker",
     "WorkerOverloaded",
     "WorkerRejected",
     "WorkerUnavailable",
+    "__version__",
     "open_endpoint_client",
     "open_http_client",
     "open_nats_client",
@@ -98,12 +102,13 @@ __all__ = [
     "open_request_plane",
     "open_tcp_client",
     "open_websocket_client",
+    "open_worker",
+    "serve_endpoint",
     "start_http_client",
     "start_nats_client",
     "start_request_plane",
     "start_tcp_client",
     "start_websocket_client",
-    "__version__",
 ]
 
 

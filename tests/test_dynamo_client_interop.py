@@ -1,0 +1,81 @@
+"""Dynamo 1.6.1's own Python client calling a trioplane worker (file discovery, TCP)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trioplane.worker import RequestContext, open_worker
+
+from .dynamo import dynamo_python, worker_env
+
+pytestmark = pytest.mark.dynamo
+CLIENT_SCRIPT = Path(__file__).with_name("dynamo") / "client_script.py"
+stopped: list[bool] = []
+
+
+async def count(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    for i in range(request["n"]):
+        yield {"i": i, "codec": context.headers.get("request-id") is not None}
+
+
+async def boom(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    yield {"i": 0}
+    raise ValueError("boom")
+
+
+async def slow(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    i = 0
+    try:
+        while not context.is_stopped():
+            yield {"i": i}
+            i += 1
+            await trio.sleep(0.02)
+    finally:
+        stopped.append(context.is_stopped())
+
+
+async def dynamo_call(kv: Path, endpoint: str, request: object, *extra: str) -> list[Any]:
+    """Run Dynamo's client in its own venv; its JSON lines, parsed."""
+    env = worker_env(kv)
+    del env["DYN_TCP_RPC_PORT"]  # a client process must not bind the worker's port
+    python = await trio.to_thread.run_sync(dynamo_python)
+    result = await trio.run_process(
+        [str(python), str(CLIENT_SCRIPT), endpoint, json.dumps(request), *extra],
+        env=env, capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+@pytest.fixture
+async def kv(tmp_path: Path) -> AsyncIterator[Path]:
+    endpoints = {"interop.tw.count": count, "interop.tw.boom": boom, "interop.tw.slow": slow}
+    async with open_worker(endpoints, discovery_root=tmp_path):
+        yield tmp_path
+
+
+async def test_dynamo_client_streams_from_a_trioplane_worker(kv: Path) -> None:
+    lines = await dynamo_call(kv, "interop.tw.count", {"n": 50})
+    assert lines == [{"item": {"i": i, "codec": True}} for i in range(50)] + [{"done": True}]
+
+
+async def test_dynamo_client_sees_the_handlers_error(kv: Path) -> None:
+    lines = await dynamo_call(kv, "interop.tw.boom", {})
+    assert lines[0] == {"item": {"i": 0}}
+    assert "ValueError: boom" in lines[1]["error"]
+
+
+async def test_dynamo_client_stopping_stops_the_handler(kv: Path) -> None:
+    stopped.clear()
+    lines = await dynamo_call(kv, "interop.tw.slow", {}, "3")
+    assert lines == [{"item": {"i": i}} for i in range(3)] + [{"done": True}]
+    with trio.fail_after(10):
+        while not stopped:  # noqa: ASYNC110 - the handler runs in this process
+            await trio.sleep(0.02)
+    assert stopped == [True]

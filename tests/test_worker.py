@@ -1,0 +1,167 @@
+"""The worker side: trioplane serving endpoints, called by trioplane's endpoint client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trioplane
+from trioplane.discovery import FileDiscovery, instance_key
+from trioplane.worker import RequestContext, open_worker
+
+from .conftest import wait_until
+
+seen: dict[str, Any] = {}
+
+
+async def count(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    for i in range(request["n"]):
+        yield {"i": i}
+
+
+async def boom(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    yield {"i": 0}
+    raise ValueError("boom")
+
+
+async def echo_context(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    yield {
+        "id": context.id(),
+        "metadata": context.metadata,
+        "trace": context.headers.get("traceparent"),
+    }
+
+
+async def slow(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    """Items every 10 ms until stopped; records how it ended."""
+    i = 0
+    try:
+        while not context.is_stopped():
+            yield {"i": i}
+            i += 1
+            await trio.sleep(0.01)
+        seen["ended"] = "stopped"
+    except trio.Cancelled:
+        seen["ended"] = "killed" if context.is_killed() else "cancelled"
+        raise
+
+
+ENDPOINTS = {
+    "ns.w.count": count,
+    "ns.w.boom": boom,
+    "ns.w.context": echo_context,
+    "ns.w.slow": slow,
+}
+
+
+@pytest.fixture
+async def kv(tmp_path: Path) -> AsyncIterator[Path]:
+    seen.clear()
+    async with open_worker(ENDPOINTS, discovery_root=tmp_path):
+        yield tmp_path
+
+
+def client(kv: Path, endpoint: str, **options: Any) -> Any:
+    return trioplane.open_endpoint_client(
+        endpoint, FileDiscovery(kv, poll_interval=0.05), **options
+    )
+
+
+async def test_items_stream_in_both_codecs(kv: Path) -> None:
+    for codec in ("json", "msgpack"):
+        async with client(kv, "ns.w.count", codec=codec) as c:
+            await c.wait_for_instances()
+            assert await c.call({"n": 100}) == [{"i": i} for i in range(100)]
+            assert await c.call({"n": 0}) == []
+
+
+async def test_handler_errors_are_dynamo_error_annotations(kv: Path) -> None:
+    async with client(kv, "ns.w.boom") as c:
+        await c.wait_for_instances()
+        async with c.generate({}) as responses:
+            iterator = aiter(responses)
+            assert await anext(iterator) == {"i": 0}
+            with pytest.raises(trioplane.RemoteError) as info:
+                await anext(iterator)
+    assert info.value.message == "ValueError: boom"
+    assert info.value.error_type == {"Backend": "InvalidArgument"}
+
+
+async def test_context_carries_id_metadata_and_headers(kv: Path) -> None:
+    async with client(kv, "ns.w.context") as c:
+        await c.wait_for_instances()
+        async with c.generate({}, metadata={"k": "v"}, headers={"traceparent": "00-x"}) as r:
+            (item,) = [item async for item in r]
+    assert item == {"id": r.request_id, "metadata": {"k": "v"}, "trace": "00-x"}
+
+
+@pytest.mark.parametrize("mode", ["stop", "kill"])
+async def test_stop_and_kill_reach_the_handler(kv: Path, mode: str) -> None:
+    async with client(kv, "ns.w.slow", cancel_mode=mode) as c:
+        await c.wait_for_instances()
+        async with c.generate({}) as responses:
+            async for item in responses:
+                if item["i"] == 2:
+                    break
+        await wait_until(lambda: "ended" in seen)
+    assert seen["ended"] == ("stopped" if mode == "stop" else "killed")
+
+
+async def test_registration_follows_dynamo_file_backend(tmp_path: Path) -> None:
+    async with open_worker({"ns.w.count": count}, discovery_root=tmp_path) as worker:
+        (instance,) = worker.instances
+        path = tmp_path / "v1" / "instances" / instance_key(instance)
+        assert trioplane.Instance.from_json(path.read_bytes()) == instance
+        assert instance.address.endswith(f"/{instance.instance_id:x}/ns/w/count")
+        assert instance.request_plane_codec == "msgpack"
+        assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp_")]
+    assert not path.exists()  # removed on a clean exit
+
+
+async def test_unknown_paths_and_overload_are_acked_as_dynamo_does(tmp_path: Path) -> None:
+    release = trio.Event()
+
+    async def blocking(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+        await release.wait()
+        yield 1
+
+    async with (
+        open_worker({"ns.w.block": blocking}, discovery_root=tmp_path, max_concurrency=1) as w,
+        trioplane.open_tcp_client() as tcp,
+        client(tmp_path, "ns.w.block", max_attempts=1) as c,
+    ):
+        (instance,) = w.instances
+        host_port = instance.address.split("/", 1)[0]
+        ack = await tcp.send_request(f"{host_port}/nope", b"")
+        assert ack == b"Server unavailable: unknown endpoint nope"
+        await c.wait_for_instances()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.call, {})
+            await wait_until(lambda: w._active == 1)
+            with pytest.raises(trioplane.WorkerOverloaded, match="worker at capacity"):
+                await c.call({})
+            release.set()
+
+
+async def test_close_lets_calls_finish_then_cancels(tmp_path: Path) -> None:
+    async with client(tmp_path, "ns.w.slow") as c:
+        errors: list[BaseException] = []
+        async with open_worker({"ns.w.slow": slow}, discovery_root=tmp_path, grace_period=0.1) as w:
+            await c.wait_for_instances()
+
+            async def reader() -> None:
+                try:
+                    await c.call({})
+                except trioplane.TrioplaneError as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await wait_until(lambda: w._active == 1)
+                await w.aclose()
+        assert len(errors) == 1
+        assert isinstance(errors[0], trioplane.StreamIncomplete)

@@ -1,18 +1,21 @@
-"""Dynamo 1.6.1's own Python client calling a trioplane worker (file discovery, TCP)."""
+"""Dynamo 1.6.1's own Python client calling a trioplane worker (file discovery; TCP, NATS)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+import trioplane
+from trioplane import FileDiscovery
 from trioplane.worker import RequestContext, open_worker
 
 from .dynamo import dynamo_python, worker_env
+from .nats import NatsServer, start_nats_server
 
 pytestmark = pytest.mark.dynamo
 CLIENT_SCRIPT = Path(__file__).with_name("dynamo") / "client_script.py"
@@ -40,9 +43,11 @@ async def slow(request: Any, context: RequestContext) -> AsyncIterator[Any]:
         stopped.append(context.is_stopped())
 
 
-async def dynamo_call(kv: Path, endpoint: str, request: object, *extra: str) -> list[Any]:
+async def dynamo_call(
+    kv: Path, endpoint: str, request: object, *extra: str, **env_extra: str
+) -> list[Any]:
     """Run Dynamo's client in its own venv; its JSON lines, parsed."""
-    env = worker_env(kv)
+    env = worker_env(kv, **env_extra)
     del env["DYN_TCP_RPC_PORT"]  # a client process must not bind the worker's port
     python = await trio.to_thread.run_sync(dynamo_python)
     result = await trio.run_process(
@@ -79,3 +84,30 @@ async def test_dynamo_client_stopping_stops_the_handler(kv: Path) -> None:
         while not stopped:  # noqa: ASYNC110 - the handler runs in this process
             await trio.sleep(0.02)
     assert stopped == [True]
+
+
+@pytest.fixture
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    with start_nats_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.mark.nats
+async def test_over_nats_both_clients_stream_from_a_trioplane_worker(
+    tmp_path: Path, nats: NatsServer
+) -> None:
+    endpoints = {"interop.twn.count": count, "interop.twn.boom": boom}
+    async with open_worker(
+        endpoints, discovery_root=tmp_path, transports=("nats",), nats_servers=nats.url
+    ) as worker:
+        assert {i.transport_kind for i in worker.instances} == {"nats_tcp"}
+        lines = await dynamo_call(
+            tmp_path, "interop.twn.count", {"n": 5}, DYN_REQUEST_PLANE="nats", NATS_SERVER=nats.url
+        )
+        assert lines == [{"item": {"i": i, "codec": True}} for i in range(5)] + [{"done": True}]
+        async with trioplane.open_endpoint_client(
+            "interop.twn.boom", FileDiscovery(tmp_path, poll_interval=0.05), nats_servers=nats.url
+        ) as client:
+            await client.wait_for_instances()
+            with pytest.raises(trioplane.RemoteError, match="ValueError: boom"):
+                await client.call({})

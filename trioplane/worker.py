@@ -26,18 +26,19 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import ProtocolError, TrioplaneError
 from trioplane._types import Instance
 from trioplane._util import collapse_groups
 from trioplane.discovery import default_file_root, instance_key
 from trioplane.endpoint import parse_endpoint
+from trioplane.nats import NatsConnection, NatsOptions, Subscription, start_nats_connection
 from trioplane.response_plane import format_host_port
 from trioplane.transports._base import split_host_port
 from trioplane.wire.codecs import get_codec
@@ -122,9 +123,20 @@ class Worker:
         max_concurrency: int = 1024,
         grace_period: float = 5.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        transports: Sequence[str] = ("tcp",),
+        nats_servers: str | Sequence[str] | None = None,
+        nats: NatsOptions | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
+        unknown = set(transports) - {"tcp", "nats"}
+        if unknown or not transports:
+            raise ValueError(f"transports must be 'tcp' and/or 'nats', not {sorted(unknown)}")
+        self.transports = tuple(transports)
+        self.nats_servers = nats_servers or os.environ.get("NATS_SERVER")
+        self.nats_options: NatsOptions = nats or {}
+        if "nats" in self.transports and not self.nats_servers:
+            raise ValueError("the NATS plane needs nats_servers (or $NATS_SERVER)")
         get_codec(codec)
         self.handlers = {parse_endpoint(name): handler for name, handler in endpoints.items()}
         self.host = host
@@ -147,24 +159,44 @@ class Worker:
         self, *, task_status: trio.TaskStatus[list[Instance]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen, register, serve until cancelled; reports the instances it serves."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        self.port = listeners[0].socket.getsockname()[1]
+        listeners = []
+        if "tcp" in self.transports:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.port = listeners[0].socket.getsockname()[1]
         hostport = format_host_port(self.advertise_host, self.port)
         for (namespace, component, endpoint), handler in self.handlers.items():
-            instance_id = random.getrandbits(63)
-            path = f"{instance_id:x}/{namespace}/{component}/{endpoint}"
-            instance = Instance(
-                namespace, component, endpoint, instance_id, "tcp", f"{hostport}/{path}",
-                device_type="cpu", request_plane_codec=self.codec,
-            )  # fmt: skip
-            self._routes[path] = (handler, instance)
-            self.instances.append(instance)
+            for kind in self.transports:
+                instance_id = random.getrandbits(63)
+                if kind == "tcp":
+                    path = f"{instance_id:x}/{namespace}/{component}/{endpoint}"
+                    address = f"{hostport}/{path}"
+                else:  # Dynamo's NATS subject for the instance
+                    path = address = f"{namespace}_{component}.{endpoint}-{instance_id:x}"
+                instance = Instance(
+                    namespace, component, endpoint, instance_id,
+                    "tcp" if kind == "tcp" else "nats_tcp", address,
+                    device_type="cpu", request_plane_codec=self.codec,
+                )  # fmt: skip
+                self._routes[path] = (handler, instance)
+                self.instances.append(instance)
         try:
             async with trio.open_nursery() as calls:
                 self._calls = calls
                 async with trio.open_nursery() as service:
                     with self._accepting:
-                        service.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+                        if listeners:
+                            service.start_soon(
+                                trio.serve_listeners, self._serve_connection, listeners
+                            )
+                        if "nats" in self.transports:
+                            nats = await start_nats_connection(
+                                service, self.nats_servers, **self.nats_options
+                            )
+                            for path, (_, instance) in self._routes.items():
+                                if instance.transport_kind == "nats_tcp":
+                                    requests = await nats.subscribe(path)
+                                    service.start_soon(self._serve_nats, nats, requests, path)
+                            await nats.flush()  # subscribed before anyone can discover us
                         if self.register:
                             self._write_registrations()
                             service.start_soon(self._refresh_registrations)
@@ -240,14 +272,33 @@ class Worker:
                         return
 
     def _accept(self, frame: RequestFrame) -> bytes:
+        """The TCP ack frame for a request (and its call started, if accepted)."""
+        return encode_ack(self._admit(frame))
+
+    def _admit(self, frame: RequestFrame) -> str:
+        """Start the call, or say why not: the ack text, empty when accepted."""
         route = self._routes.get(frame.path)
         if route is None:
-            return encode_ack(f"Server unavailable: unknown endpoint {frame.path}")
+            return f"Server unavailable: unknown endpoint {frame.path}"
         if self._active >= self.max_concurrency or self._calls is None:
-            return encode_ack(OVERLOADED)
+            return OVERLOADED
         self._active += 1
         self._calls.start_soon(self._call, route[0], frame)
-        return encode_ack(b"")
+        return ""
+
+    # -- the NATS request plane -----------------------------------------------------------
+
+    async def _serve_nats(
+        self, connection: NatsConnection, requests: Subscription, subject: str
+    ) -> None:
+        """Requests on ``subject``: the reply is the ack (empty = accepted), as Dynamo's."""
+        async with requests:
+            async for msg in requests:
+                headers = {k: v[0] for k, v in (msg.headers or {}).items() if v}
+                ack = self._admit(RequestFrame(subject, headers, msg.payload))
+                if msg.reply is not None:
+                    with suppress(TrioplaneError):
+                        await connection.publish(msg.reply, ack.encode())
 
     # -- one call ------------------------------------------------------------------------
 

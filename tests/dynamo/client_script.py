@@ -10,12 +10,14 @@ if the stream raised. With ``stop_after`` it stops reading after that many items
 
 import asyncio
 import json
+import os
 import sys
+from typing import Any
 
 from dynamo.runtime import DistributedRuntime
 
 
-def plain(item):  # type: ignore[no-untyped-def]
+def plain(item: Any) -> Any:
     data = getattr(item, "data", None)
     return data() if callable(data) else item
 
@@ -24,7 +26,7 @@ async def main() -> None:
     endpoint, request = sys.argv[1], json.loads(sys.argv[2])
     stop_after = int(sys.argv[3]) if len(sys.argv) > 3 else None
     loop = asyncio.get_running_loop()
-    runtime = DistributedRuntime(loop, "file", "tcp")
+    runtime = DistributedRuntime(loop, "file", os.environ.get("DYN_REQUEST_PLANE", "tcp"))
     client = await runtime.endpoint(endpoint).client()
     await client.wait_for_instances()
     try:
@@ -35,7 +37,7 @@ async def main() -> None:
             if stop_after is not None and count >= stop_after:
                 break
         print(json.dumps({"done": True}), flush=True)
-    except Exception as exc:  # noqa: BLE001 - reported to the test
+    except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
     runtime.shutdown()
 

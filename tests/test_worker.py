@@ -165,3 +165,32 @@ async def test_close_lets_calls_finish_then_cancels(tmp_path: Path) -> None:
                 await w.aclose()
         assert len(errors) == 1
         assert isinstance(errors[0], trioplane.StreamIncomplete)
+
+
+async def test_every_plane_at_once(tmp_path: Path) -> None:
+    """TCP and WebSocket instances of one endpoint; the endpoint client uses both."""
+    async with open_worker(
+        {"ns.w.count": count}, discovery_root=tmp_path, transports=("tcp", "websocket")
+    ) as worker:
+        kinds = sorted(i.transport_kind for i in worker.instances)
+        assert kinds == ["tcp", "websocket"]
+        async with client(tmp_path, "ns.w.count") as c:
+            with trio.fail_after(5):
+                while len(c.instances()) < 2:
+                    await c.wait_for_instances()
+                    await trio.sleep(0.02)
+            used = set()
+            for _ in range(4):
+                async with c.generate({"n": 3}) as responses:
+                    assert [item async for item in responses] == [{"i": i} for i in range(3)]
+                    assert responses.instance is not None
+                    used.add(responses.instance.transport_kind)
+    assert used == {"tcp", "websocket"}
+
+
+def test_bad_transports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NATS_SERVER", raising=False)
+    with pytest.raises(ValueError, match="transports"):
+        trioplane.Worker({"a.b.c": count}, transports=("carrier-pigeon",))
+    with pytest.raises(ValueError, match="nats_servers"):
+        trioplane.Worker({"a.b.c": count}, transports=("nats",), nats_servers=None)

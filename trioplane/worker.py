@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ REFRESH_INTERVAL = 3.0
 #: How long a finished stream waits for the caller to close (as Dynamo).
 SENTINEL_WAIT = 10.0
 OVERLOADED = "Server overloaded: worker at capacity"
+#: The instance transport kind each request plane advertises.
+_INSTANCE_KINDS = {"tcp": "tcp", "nats": "nats_tcp", "websocket": "websocket"}
 
 
 class RequestContext:
@@ -124,15 +127,17 @@ class Worker:
         grace_period: float = 5.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         transports: Sequence[str] = ("tcp",),
+        websocket_port: int = 0,
         nats_servers: str | Sequence[str] | None = None,
         nats: NatsOptions | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
-        unknown = set(transports) - {"tcp", "nats"}
+        unknown = set(transports) - set(_INSTANCE_KINDS)
         if unknown or not transports:
-            raise ValueError(f"transports must be 'tcp' and/or 'nats', not {sorted(unknown)}")
+            raise ValueError(f"transports are 'tcp', 'nats', 'websocket'; not {sorted(unknown)}")
         self.transports = tuple(transports)
+        self.websocket_port = websocket_port
         self.nats_servers = nats_servers or os.environ.get("NATS_SERVER")
         self.nats_options: NatsOptions = nats or {}
         if "nats" in self.transports and not self.nats_servers:
@@ -159,44 +164,15 @@ class Worker:
         self, *, task_status: trio.TaskStatus[list[Instance]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen, register, serve until cancelled; reports the instances it serves."""
-        listeners = []
-        if "tcp" in self.transports:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-            self.port = listeners[0].socket.getsockname()[1]
-        hostport = format_host_port(self.advertise_host, self.port)
-        for (namespace, component, endpoint), handler in self.handlers.items():
-            for kind in self.transports:
-                instance_id = random.getrandbits(63)
-                if kind == "tcp":
-                    path = f"{instance_id:x}/{namespace}/{component}/{endpoint}"
-                    address = f"{hostport}/{path}"
-                else:  # Dynamo's NATS subject for the instance
-                    path = address = f"{namespace}_{component}.{endpoint}-{instance_id:x}"
-                instance = Instance(
-                    namespace, component, endpoint, instance_id,
-                    "tcp" if kind == "tcp" else "nats_tcp", address,
-                    device_type="cpu", request_plane_codec=self.codec,
-                )  # fmt: skip
-                self._routes[path] = (handler, instance)
-                self.instances.append(instance)
         try:
             async with trio.open_nursery() as calls:
                 self._calls = calls
                 async with trio.open_nursery() as service:
                     with self._accepting:
-                        if listeners:
-                            service.start_soon(
-                                trio.serve_listeners, self._serve_connection, listeners
-                            )
+                        bases = await self._listen(service)
+                        self._make_instances(bases)
                         if "nats" in self.transports:
-                            nats = await start_nats_connection(
-                                service, self.nats_servers, **self.nats_options
-                            )
-                            for path, (_, instance) in self._routes.items():
-                                if instance.transport_kind == "nats_tcp":
-                                    requests = await nats.subscribe(path)
-                                    service.start_soon(self._serve_nats, nats, requests, path)
-                            await nats.flush()  # subscribed before anyone can discover us
+                            await self._serve_nats_plane(service)
                         if self.register:
                             self._write_registrations()
                             service.start_soon(self._refresh_registrations)
@@ -204,6 +180,42 @@ class Worker:
                         await trio.sleep_forever()
         finally:
             self._remove_registrations()
+
+    async def _listen(self, nursery: trio.Nursery) -> dict[str, str]:
+        """Open the TCP and WebSocket listeners; each plane's address base."""
+        bases = {}
+        if "tcp" in self.transports:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+            bases["tcp"] = format_host_port(self.advertise_host, self.port)
+        if "websocket" in self.transports:
+            bases["websocket"] = await self._start_websocket(nursery)
+        return bases
+
+    def _make_instances(self, bases: Mapping[str, str]) -> None:
+        for (namespace, component, endpoint), handler in self.handlers.items():
+            for kind in self.transports:
+                instance_id = random.getrandbits(63)
+                if kind == "nats":  # Dynamo's NATS subject for the instance
+                    path = address = f"{namespace}_{component}.{endpoint}-{instance_id:x}"
+                else:
+                    path = f"{instance_id:x}/{namespace}/{component}/{endpoint}"
+                    address = f"{bases[kind]}/{path}"
+                instance = Instance(
+                    namespace, component, endpoint, instance_id, _INSTANCE_KINDS[kind], address,
+                    device_type="cpu", request_plane_codec=self.codec,
+                )  # fmt: skip
+                self._routes[path] = (handler, instance)
+                self.instances.append(instance)
+
+    async def _serve_nats_plane(self, nursery: trio.Nursery) -> None:
+        nats = await start_nats_connection(nursery, self.nats_servers, **self.nats_options)
+        for path, (_, instance) in self._routes.items():
+            if instance.transport_kind == "nats_tcp":
+                requests = await nats.subscribe(path)
+                nursery.start_soon(self._serve_nats, nats, requests, path)
+        await nats.flush()  # subscribed before anyone can discover us
 
     async def aclose(self) -> None:
         """Stop accepting, deregister; calls in flight get ``grace_period``, then are cancelled."""
@@ -285,6 +297,52 @@ class Worker:
         self._active += 1
         self._calls.start_soon(self._call, route[0], frame)
         return ""
+
+    # -- the WebSocket request plane ---------------------------------------------------------
+
+    async def _start_websocket(self, nursery: trio.Nursery) -> str:
+        """Serve the WebSocket plane (one TCP frame per message); its ``ws://`` base."""
+        import trio_websocket  # an optional extra: trioplane[websocket]
+
+        server = await nursery.start(
+            partial(
+                trio_websocket.serve_websocket,
+                self._serve_websocket,
+                self.host,
+                self.websocket_port,
+                None,
+                max_message_size=self.max_frame_size,
+            )
+        )
+        return f"ws://{format_host_port(self.advertise_host, server.port)}"
+
+    async def _serve_websocket(self, request: Any) -> None:
+        import trio_websocket
+
+        ws = await request.accept()
+        try:
+            while True:
+                message = await ws.get_message()
+                try:
+                    frame = self._one_frame(message)
+                except ProtocolError as exc:
+                    await ws.send_message(encode_ack(f"Read error: {exc}"))
+                    await ws.aclose()
+                    return
+                await ws.send_message(self._accept(frame))
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    def _one_frame(self, message: bytes | str) -> RequestFrame:
+        """The request frame a WebSocket message holds: exactly one, binary."""
+        if isinstance(message, str):
+            raise ProtocolError("a request must be a binary message")
+        decoder = RequestFrameDecoder(max_frame_size=self.max_frame_size)
+        decoder.feed(message)
+        frame = decoder.next_frame()
+        if frame is None or decoder.buffered:
+            raise ProtocolError("a message must hold exactly one request frame")
+        return frame
 
     # -- the NATS request plane -----------------------------------------------------------
 

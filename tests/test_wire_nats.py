@@ -189,7 +189,7 @@ def message_frames(draw: st.DrawFn) -> Frame:
     headers = draw(header_dicts)
     status = draw(st.none() | st.integers(100, 999))
     description = draw(header_text) if status is not None else ""
-    line = f"{status} {description}".strip() if status is not None else ""
+    line = f"{status} {description}".strip(" ") if status is not None else ""
     frame = server_msg(subject, sid, payload, reply=reply, block=header_block(headers, line))
     return frame, msg(subject, sid, payload, reply, headers, status, description)
 

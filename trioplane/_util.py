@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Generic, TypeVar
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
@@ -14,7 +14,7 @@ from trioplane._errors import TrioplaneError
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Latest", "collapse_groups", "iter_leaves", "unwrap_group"]
+__all__ = ["AsyncResource", "Latest", "collapse_groups", "iter_leaves", "running", "unwrap_group"]
 
 
 def iter_leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -81,3 +81,44 @@ class Latest(Generic[T]):
             self._changed = trio.Event()
             assert self._value is not None
             yield self._value
+
+
+R = TypeVar("R", bound="AsyncResource")
+
+
+class AsyncResource:
+    """Base of the clients: ``async with`` returns the object and ends with :meth:`aclose`."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: R) -> R:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class _Service(Protocol):
+    async def run(self, *, task_status: Any = ...) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+@asynccontextmanager
+async def running(service: S) -> AsyncIterator[S]:
+    """Run ``service.run`` in a nursery of its own for the block; ``aclose`` it on the way out.
+
+    The ``open_*`` functions are this; a nursery's exception group comes out as the
+    one exception it stands for.
+    """
+    with collapse_groups():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            try:
+                yield service
+            finally:
+                await service.aclose()

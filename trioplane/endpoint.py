@@ -37,7 +37,7 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import Instance, RequestPlaneClient
-from trioplane._util import Latest, collapse_groups
+from trioplane._util import AsyncResource, Latest, running
 from trioplane.discovery import DiscoverySource, as_discovery
 from trioplane.nats import NatsOptions
 from trioplane.response_plane import CallHome, ResponsePlane, receive_into
@@ -301,7 +301,7 @@ class ResponseStream:
         self._finished = True
 
 
-class EndpointClient:
+class EndpointClient(AsyncResource):
     """A client of one Dynamo endpoint. Made by :func:`open_endpoint_client`."""
 
     def __init__(
@@ -404,17 +404,6 @@ class EndpointClient:
                 self._nursery.cancel_scope.cancel()
                 with trio.move_on_after(CLOSE_TIMEOUT * 2):
                     await self._stopped.wait()
-
-    async def __aenter__(self) -> EndpointClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _call_ended(self, call: ResponseStream) -> None:
         self._calls.discard(call)
@@ -609,11 +598,5 @@ async def open_endpoint_client(
     :class:`~trioplane.Instance`, a file-backend root directory, or ``None`` for
     Dynamo's file backend at its default root (``$DYN_FILE_KV``).
     """
-    client = EndpointClient(endpoint, discovery, **options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            try:
-                yield client
-            finally:
-                await client.aclose()
+    async with running(EndpointClient(endpoint, discovery, **options)) as client:
+        yield client

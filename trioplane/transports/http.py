@@ -24,7 +24,6 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import outcome
@@ -41,7 +40,7 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import ClientStats, Instance
-from trioplane._util import collapse_groups
+from trioplane._util import AsyncResource, running
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 
@@ -131,7 +130,7 @@ class _Call:
         self.result: outcome.Outcome[bytes] | None = None
 
 
-class HttpClient:
+class HttpClient(AsyncResource):
     """A :class:`~trioplane.RequestPlaneClient` for Dynamo's HTTP request plane."""
 
     transport_name = "http"
@@ -198,17 +197,6 @@ class HttpClient:
                 self._nursery.cancel_scope.cancel()
                 with trio.move_on_after(CLOSE_TIMEOUT * 2):
                     await self._stopped.wait()
-
-    async def __aenter__(self) -> HttpClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the request-plane interface ---------------------------------------------------------
 
@@ -376,11 +364,5 @@ async def start_http_client(
 @asynccontextmanager
 async def open_http_client(**options: Unpack[HttpClientOptions]) -> AsyncIterator[HttpClient]:
     """Open an HTTP request-plane client that owns its connections and tasks."""
-    client = HttpClient(**options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            try:
-                yield client
-            finally:
-                await client.aclose()
+    async with running(HttpClient(**options)) as client:
+        yield client

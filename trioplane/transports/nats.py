@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import trio
 
 from trioplane._errors import AckTimeout, ClientClosed, TrioplaneError
 from trioplane._types import ClientStats, Instance
-from trioplane._util import collapse_groups
+from trioplane._util import AsyncResource, collapse_groups
 from trioplane.nats import NatsConnection, NatsOptions
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["NatsClient", "open_nats_client", "start_nats_client"]
 
 
-class NatsClient:
+class NatsClient(AsyncResource):
     """A :class:`~trioplane.RequestPlaneClient` over one :class:`~trioplane.nats.NatsConnection`.
 
     ``request_timeout`` (NATS option, default 5 s) is the ack timeout:
@@ -96,17 +95,6 @@ class NatsClient:
     async def aclose(self) -> None:
         self._closed = True
         await self.connection.aclose()
-
-    async def __aenter__(self) -> NatsClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def start_nats_client(

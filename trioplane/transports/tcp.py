@@ -17,7 +17,7 @@ import trio
 from trioplane._errors import ConnectionLost
 from trioplane._sockets import ByteLink
 from trioplane._types import Instance
-from trioplane._util import collapse_groups
+from trioplane._util import running
 from trioplane.transports._base import PipelinedClient, split_host_port
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
@@ -183,11 +183,5 @@ async def open_tcp_client(**options: Unpack[TcpClientOptions]) -> AsyncIterator[
     Leaving the block closes it: new requests get :class:`~trioplane.ClientClosed`,
     in-flight ones get ``close_grace_period`` to finish, then are cancelled.
     """
-    client = TcpClient(**options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            try:
-                yield client
-            finally:
-                await client.aclose()
+    async with running(TcpClient(**options)) as client:
+        yield client

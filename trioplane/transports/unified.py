@@ -21,14 +21,13 @@ import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import trio
 
 from trioplane._errors import ClientClosed
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
-from trioplane._util import Latest, collapse_groups
+from trioplane._util import AsyncResource, Latest, running
 from trioplane.nats import NatsOptions
 from trioplane.transports.tcp import TcpClientOptions, start_tcp_client
 
@@ -106,7 +105,7 @@ def address_for(instance: Instance) -> str:
     return instance.address
 
 
-class UnifiedClient:
+class UnifiedClient(AsyncResource):
     """A :class:`~trioplane.RequestPlaneClient` over every transport; see the module doc."""
 
     transport_name = "unified"
@@ -246,17 +245,6 @@ class UnifiedClient:
                 self._nursery.cancel_scope.cancel()
                 await self._stopped.wait()
 
-    async def __aenter__(self) -> UnifiedClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 def _log_warmup_failure(kind: str, exc: Exception) -> None:
     log.warning("cannot warm up the %s transport: %s", kind, exc)
@@ -276,11 +264,5 @@ async def open_request_plane(
     **options: Unpack[RequestPlaneOptions],
 ) -> AsyncIterator[UnifiedClient]:
     """One client for every address (TCP, HTTP, WebSocket, NATS); see the module doc."""
-    client = UnifiedClient(**options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            try:
-                yield client
-            finally:
-                await client.aclose()
+    async with running(UnifiedClient(**options)) as client:
+        yield client

@@ -24,7 +24,7 @@ import trio
 
 from trioplane._errors import ConnectError, ConnectionLost, ProtocolError
 from trioplane._types import Instance
-from trioplane._util import collapse_groups
+from trioplane._util import running
 from trioplane.transports._base import PipelinedClient
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
@@ -224,11 +224,5 @@ async def open_websocket_client(
     **options: Unpack[WebSocketClientOptions],
 ) -> AsyncIterator[WebSocketClient]:
     """Open a WebSocket request-plane client that owns its connections and tasks."""
-    client = WebSocketClient(**options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            try:
-                yield client
-            finally:
-                await client.aclose()
+    async with running(WebSocketClient(**options)) as client:
+        yield client

@@ -20,6 +20,7 @@ from trioplane.wire.tcp import (
     AckDecoder,
     RequestFrame,
     RequestFrameDecoder,
+    decode_ack,
     encode_ack,
     encode_headers,
     encode_request_frame,
@@ -461,3 +462,22 @@ def test_encode_headers_empty_and_none() -> None:
     assert encode_headers(None) == b"{}"
     assert encode_headers({}) == b"{}"
     assert encode_headers({"a": "b"}) == b'{"a":"b"}'
+
+
+@pytest.mark.parametrize("text", [b"", b"Server overloaded: busy"])
+def test_decode_ack_takes_exactly_one_frame(text: bytes) -> None:
+    assert decode_ack(encode_ack(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"\x00\x00", ProtocolError),
+        (b"\x00\x00\x00\x05abc", ProtocolError),
+        (encode_ack(b"a") + encode_ack(b"b"), ProtocolError),
+        (b"\xff\xff\xff\xff", FrameTooLarge),
+    ],
+)
+def test_decode_ack_refuses_anything_else(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        decode_ack(data)

@@ -27,7 +27,7 @@ from trioplane._types import Instance
 from trioplane._util import running
 from trioplane.transports._base import PipelinedClient
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
-from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
+from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, decode_ack, encode_request_frame
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -127,12 +127,7 @@ class WebSocketFrameChannel:
             raise ConnectionLost(f"WebSocket closed: {exc.reason}") from None
         if isinstance(message, str):
             raise ProtocolError("WebSocket ack is a text message, not binary")
-        decoder = AckDecoder(max_frame_size=self._max_frame_size)
-        decoder.feed(message)
-        acks = list(decoder.acks())
-        if len(acks) != 1 or decoder.buffered:
-            raise ProtocolError("a WebSocket ack message must hold exactly one ack frame")
-        return acks
+        return [decode_ack(message, max_frame_size=self._max_frame_size)]
 
     async def keepalive(self, interval: float, pong_wait: float) -> None:
         """Ping every ``interval``; no pong within ``pong_wait`` closes the connection."""

@@ -16,6 +16,7 @@ from trioplane.wire._buffer import FrameDecoder
 from trioplane.wire._json import dump_str_map, load_json
 
 __all__ = [
+    "decode_ack",
     "ACK_ACCEPTED",
     "DEFAULT_MAX_FRAME_SIZE",
     "MAX_HEADERS_SIZE",
@@ -158,6 +159,18 @@ def encode_ack(text: bytes | str = b"") -> bytes:
     """An ack frame: empty = accepted, else the rejection text."""
     data = text.encode() if isinstance(text, str) else text
     return _U32.pack(len(data)) + data
+
+
+def decode_ack(data: bytes, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
+    """Exactly one ack frame filling ``data`` (a WebSocket message): its text."""
+    if len(data) < 4:
+        raise ProtocolError(f"truncated ack frame ({len(data)} bytes)")
+    (length,) = _U32.unpack_from(data)
+    if length + 4 > max_frame_size:
+        raise FrameTooLarge(f"ack of {length} bytes exceeds limit {max_frame_size}")
+    if len(data) != 4 + length:
+        raise ProtocolError(f"ack frame of {length} bytes in a message of {len(data)}")
+    return data[4:]
 
 
 class AckDecoder(FrameDecoder):

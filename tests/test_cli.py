@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,27 @@ def test_bad_endpoint_name_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("trioplane: ValueError: endpoint must be")
+
+
+@pytest.mark.nats
+async def test_call_over_nats(tmp_path: Path) -> None:
+    """``trioplane call`` reaches an instance on the NATS plane with --nats-server."""
+    from trioplane.testing.nats_server import nats_server_binary, run_nats_server
+    from trioplane.worker import RequestContext, open_worker
+
+    if nats_server_binary() is None:
+        pytest.skip("no nats-server binary")
+
+    async def hello(request: object, context: RequestContext) -> AsyncIterator[object]:
+        yield {"hello": request}
+
+    with run_nats_server() as url:
+        async with open_worker(
+            {"ns.cli.hello": hello}, discovery_root=tmp_path, transports=("nats",), nats_servers=url
+        ):
+            result = await run_cli(
+                "call", "ns.cli.hello", '"you"', "--discovery-dir", str(tmp_path),
+                "--nats-server", url,
+            )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"hello": "you"}

@@ -85,8 +85,11 @@ def _jsonable(obj: Any) -> Any:
 
 async def call(args: argparse.Namespace, request: Any) -> None:
     """Call an endpoint once; print each item as one JSON line."""
+    options: trioplane.EndpointClientOptions = {"codec": args.codec}
+    if args.nats_server:
+        options["nats_servers"] = args.nats_server
     async with trioplane.open_endpoint_client(
-        args.endpoint, args.discovery_dir, codec=args.codec
+        args.endpoint, args.discovery_dir, **options
     ) as client:
         with trio.move_on_after(args.wait):
             await client.wait_for_instances()
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         "--wait", type=float, default=10.0, help="seconds to wait for an instance (10)"
     )
     call_parser.add_argument("--timeout", type=float, help="seconds for the whole call")
+    call_parser.add_argument(
+        "--nats-server", help="NATS server URL for instances on NATS (default: $NATS_SERVER)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -14,7 +14,15 @@ from trioplane._errors import TrioplaneError
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["AsyncResource", "Latest", "collapse_groups", "iter_leaves", "running", "unwrap_group"]
+__all__ = [
+    "AsyncResource",
+    "Latest",
+    "check_options",
+    "collapse_groups",
+    "iter_leaves",
+    "running",
+    "unwrap_group",
+]
 
 
 def iter_leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -122,3 +130,10 @@ async def running(service: S) -> AsyncIterator[S]:
                 yield service
             finally:
                 await service.aclose()
+
+
+def check_options(options: Mapping[str, object], known: type, what: str) -> None:
+    """``TypeError`` naming any key of ``options`` that the TypedDict ``known`` lacks."""
+    unknown = set(options) - set(known.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown {what} options: {', '.join(sorted(unknown))}")

@@ -37,7 +37,7 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import Instance, RequestPlaneClient
-from trioplane._util import AsyncResource, Latest, running
+from trioplane._util import AsyncResource, Latest, check_options, running
 from trioplane.discovery import DiscoverySource, as_discovery
 from trioplane.nats import NatsOptions
 from trioplane.response_plane import CallHome, ResponsePlane, receive_into
@@ -143,9 +143,9 @@ def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def rejection_error(ack: bytes, instance_id: int | None = None) -> WorkerRejected:
+def rejection_error(ack: bytes | str, instance_id: int | None = None) -> WorkerRejected:
     """The error for a non-empty ack: overloaded, or unavailable (any other text)."""
-    text = ack.decode("utf-8", "replace")
+    text = ack if isinstance(ack, str) else ack.decode("utf-8", "replace")
     if text.startswith("Server overloaded:"):
         return WorkerOverloaded(text, instance_id)
     return WorkerUnavailable(text, instance_id)
@@ -272,7 +272,7 @@ class ResponseStream:
                 if event.error is not None:
                     raise RemoteError(event.error)
             elif isinstance(event, Rejected):
-                raise rejection_error(event.text.encode(), self._instance_id_or_none())
+                raise rejection_error(event.text, self._instance_id_or_none())
             else:  # Handshake is consumed by the plane, Sentinel only follows End
                 raise MalformedStream(f"unexpected {type(event).__name__} in a response stream")
 
@@ -310,9 +310,7 @@ class EndpointClient(AsyncResource):
         discovery: DiscoverySource = None,
         **options: Unpack[EndpointClientOptions],
     ) -> None:
-        unknown = set(options) - set(EndpointClientOptions.__annotations__)
-        if unknown:
-            raise TypeError(f"unknown endpoint client options: {', '.join(sorted(unknown))}")
+        check_options(options, EndpointClientOptions, "endpoint client")
         self.namespace, self.component, self.endpoint = parse_endpoint(endpoint)
         self.endpoint_path = f"{self.namespace}.{self.component}.{self.endpoint}"
         self.discovery = as_discovery(discovery)

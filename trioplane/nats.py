@@ -53,7 +53,7 @@ from trioplane._errors import (
     TrioplaneError,
 )
 from trioplane._sockets import ByteLink
-from trioplane._util import AsyncResource, running
+from trioplane._util import AsyncResource, check_options, running
 from trioplane._version import __version__
 from trioplane.wire.nats import (
     PING,
@@ -249,9 +249,7 @@ class NatsConnection(AsyncResource):
     def __init__(
         self, servers: str | Sequence[str] | None = None, **options: Unpack[NatsOptions]
     ) -> None:
-        unknown = set(options) - set(NatsOptions.__annotations__)
-        if unknown:
-            raise TypeError(f"unknown NATS options: {', '.join(sorted(unknown))}")
+        check_options(options, NatsOptions, "NATS")
         urls = [servers] if isinstance(servers, str) else list(servers or [DEFAULT_URL])
         if not urls:
             raise ValueError("no NATS server given")

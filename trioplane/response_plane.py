@@ -24,6 +24,7 @@ import trio
 
 from trioplane._errors import ProtocolError
 from trioplane._sockets import SocketIO
+from trioplane.transports._base import format_host_port
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
@@ -38,10 +39,6 @@ ACCEPT_BACKOFF = 0.1
 BACKLOG = 1024
 _WILDCARDS = ("", "0.0.0.0", "::")
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-
-def format_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def receive_into(connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:

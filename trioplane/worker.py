@@ -35,13 +35,13 @@ from typing import Any
 import trio
 
 from trioplane._errors import ProtocolError, TrioplaneError
+from trioplane._sockets import RECEIVE_SIZE
 from trioplane._types import Instance
 from trioplane._util import collapse_groups
 from trioplane.discovery import default_file_root, instance_key
 from trioplane.endpoint import parse_endpoint
 from trioplane.nats import NatsConnection, NatsOptions, Subscription, start_nats_connection
-from trioplane.response_plane import format_host_port
-from trioplane.transports._base import split_host_port
+from trioplane.transports._base import format_host_port, split_host_port
 from trioplane.wire.codecs import get_codec
 from trioplane.wire.control import ControlMessage, encode_handshake
 from trioplane.wire.response import (
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 #: ``handler(request, context)``: an async generator of response items.
 Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
-RECEIVE_SIZE = 64 * 1024
 #: How often a registration file's mtime is refreshed (Dynamo: stale after 10 s).
 REFRESH_INTERVAL = 3.0
 #: How long a finished stream waits for the caller to close (as Dynamo).

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import ssl
 import time
-import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -40,7 +39,8 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import ClientStats, Instance
-from trioplane._util import AsyncResource, running
+from trioplane._util import AsyncResource, check_options, running
+from trioplane.transports._base import split_url
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 
@@ -108,17 +108,7 @@ class HttpClientOptions(TypedDict, total=False):
 @functools.lru_cache(maxsize=4096)
 def parse_http_address(address: str) -> str:
     """Check an ``http(s)://host[:port]/path`` address; ``ValueError`` if malformed."""
-    if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
-    if any(c.isspace() for c in address):
-        raise ValueError(f"address {address!r} contains whitespace; accepted: {ADDRESS_FORMS}")
-    parts = urllib.parse.urlsplit(address)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an HTTP address: {address!r}; accepted: {ADDRESS_FORMS}")
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ValueError(f"bad port in {address!r}; accepted: {ADDRESS_FORMS}") from None
+    split_url(address, ("http", "https"), ADDRESS_FORMS, "an HTTP")
     return address
 
 
@@ -136,9 +126,7 @@ class HttpClient(AsyncResource):
     transport_name = "http"
 
     def __init__(self, **options: Unpack[HttpClientOptions]) -> None:
-        unknown = set(options) - set(HttpClientOptions.__annotations__)
-        if unknown:
-            raise TypeError(f"unknown HTTP client options: {', '.join(sorted(unknown))}")
+        check_options(options, HttpClientOptions, "HTTP client")
         self.options = options
         self.http2 = options.get("http2", False)
         self.max_body_size = options.get("max_body_size", DEFAULT_MAX_FRAME_SIZE)

@@ -17,7 +17,7 @@ import trio
 from trioplane._errors import ConnectionLost
 from trioplane._sockets import ByteLink
 from trioplane._types import Instance
-from trioplane._util import running
+from trioplane._util import check_options, running
 from trioplane.transports._base import PipelinedClient, split_host_port
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
@@ -37,7 +37,6 @@ __all__ = [
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 ADDRESS_FORMS = "'host:port/path', 'tcp://host:port/path', '[v6addr]:port/path'"
-RECEIVE_SIZE = 64 * 1024
 
 
 class TcpClientOptions(TypedDict, total=False):
@@ -138,9 +137,7 @@ class TcpClient(PipelinedClient[tuple[str, int]]):
     transport_name = "tcp"
 
     def __init__(self, **options: Unpack[TcpClientOptions]) -> None:
-        unknown = set(options) - set(TcpClientOptions.__annotations__)
-        if unknown:
-            raise TypeError(f"unknown TCP client options: {', '.join(sorted(unknown))}")
+        check_options(options, TcpClientOptions, "TCP client")
         pool = {k: v for k, v in options.items() if k in _POOL_KEYS}
         super().__init__(PoolOptions(**pool))  # type: ignore[arg-type]
         self.max_frame_size = options.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)

@@ -27,7 +27,7 @@ import trio
 
 from trioplane._errors import ClientClosed
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
-from trioplane._util import AsyncResource, Latest, running
+from trioplane._util import AsyncResource, Latest, check_options, running
 from trioplane.nats import NatsOptions
 from trioplane.transports.tcp import TcpClientOptions, start_tcp_client
 
@@ -111,9 +111,7 @@ class UnifiedClient(AsyncResource):
     transport_name = "unified"
 
     def __init__(self, **options: Unpack[RequestPlaneOptions]) -> None:
-        unknown = set(options) - set(RequestPlaneOptions.__annotations__)
-        if unknown:
-            raise TypeError(f"unknown request-plane options: {', '.join(sorted(unknown))}")
+        check_options(options, RequestPlaneOptions, "request-plane")
         self.options = options
         self.nats_servers = options.get("nats_servers") or os.environ.get("NATS_SERVER")
         self._clients: dict[str, RequestPlaneClient] = {}

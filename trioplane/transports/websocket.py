@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, TypedDict
@@ -24,8 +23,8 @@ import trio
 
 from trioplane._errors import ConnectError, ConnectionLost, ProtocolError
 from trioplane._types import Instance
-from trioplane._util import running
-from trioplane.transports._base import PipelinedClient
+from trioplane._util import check_options, running
+from trioplane.transports._base import PipelinedClient, format_host_port, split_url
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, decode_ack, encode_request_frame
 
@@ -80,26 +79,16 @@ class WebSocketClientOptions(TypedDict, total=False):
 @functools.lru_cache(maxsize=4096)
 def parse_websocket_address(address: str) -> WsKey:
     """``ws://host[:port]/path`` -> (secure, host, port, path); ``ValueError`` if malformed."""
-    if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
-    if any(c.isspace() for c in address):
-        raise ValueError(f"address {address!r} contains whitespace; accepted: {ADDRESS_FORMS}")
-    parts = urllib.parse.urlsplit(address)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"not a WebSocket address: {address!r}; accepted: {ADDRESS_FORMS}")
+    parts, port = split_url(address, ("ws", "wss"), ADDRESS_FORMS, "a WebSocket")
     if parts.query or parts.fragment or parts.username:
         raise ValueError(f"WebSocket address {address!r} has a query, fragment or user")
-    try:
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-    except ValueError:
-        raise ValueError(f"bad port in {address!r}; accepted: {ADDRESS_FORMS}") from None
+    assert parts.hostname is not None
     return parts.scheme == "wss", parts.hostname, port, parts.path or "/"
 
 
 def _url(key: WsKey) -> str:
     secure, host, port, path = key
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"{'wss' if secure else 'ws'}://{netloc}{path}"
+    return f"{'wss' if secure else 'ws'}://{format_host_port(host, port)}{path}"
 
 
 class WebSocketFrameChannel:
@@ -154,9 +143,7 @@ class WebSocketClient(PipelinedClient[WsKey]):
     transport_name = "websocket"
 
     def __init__(self, **options: Unpack[WebSocketClientOptions]) -> None:
-        unknown = set(options) - set(WebSocketClientOptions.__annotations__)
-        if unknown:
-            raise TypeError(f"unknown WebSocket client options: {', '.join(sorted(unknown))}")
+        check_options(options, WebSocketClientOptions, "WebSocket client")
         pool = {k: v for k, v in options.items() if k in PoolOptions.__dataclass_fields__}
         pool.setdefault("max_connections_per_host", 1)
         super().__init__(PoolOptions(**pool))  # type: ignore[arg-type]

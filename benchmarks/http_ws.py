@@ -9,15 +9,18 @@ bodies of 100 B and 1 MiB. The baselines:
 * WebSocket: bare trio-websocket on one connection, requests pipelined with the
   least glue that works (a reader task handing acks back in FIFO order).
 
-Each case reports its best of ``--rounds`` alternating rounds; the ratio is
-trioplane / bare (1.0 = no cost).
+Each measurement runs in a fresh process (a process that has just pushed
+1 MiB bodies is measurably slower at the next run, whichever client it was), in
+alternating order; each case reports its best of ``--rounds`` rounds. The ratio
+is trioplane / bare (1.0 = no cost).
 
-    python benchmarks/http_ws.py [--seconds 2] [--rounds 2]
+    python benchmarks/http_ws.py [--seconds 2] [--rounds 3] [--planes h1,h2,ws]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -57,18 +60,19 @@ async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> flo
     return count / (trio.current_time() - start)
 
 
-async def http_case(h2: bool, body: bytes, concurrency: int, seconds: float) -> tuple[float, float]:
+async def http_rate(h2: bool, impl: str, body: bytes, concurrency: int, seconds: float) -> float:
     async with open_http_test_worker(max_body_size=2 * 1024 * 1024) as worker:
         url = worker.url("generate")
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        async with httpx.AsyncClient(http1=not h2, http2=h2, limits=limits) as bare:
+        if impl == "bare":
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+            async with httpx.AsyncClient(http1=not h2, http2=h2, limits=limits) as bare:
 
-            async def bare_send(data: bytes) -> object:
-                response = await bare.post(url, content=data)
-                assert response.status_code == 202
-                return response
+                async def bare_send(data: bytes) -> object:
+                    response = await bare.post(url, content=data)
+                    assert response.status_code == 202
+                    return response
 
-            bare_rate = await rate(bare_send, body, concurrency, seconds)
+                return await rate(bare_send, body, concurrency, seconds)
         async with trioplane.open_http_client(
             http2=h2, max_keepalive_connections=100, max_body_size=2 * 1024 * 1024
         ) as client:
@@ -76,8 +80,7 @@ async def http_case(h2: bool, body: bytes, concurrency: int, seconds: float) -> 
             async def ours(data: bytes) -> object:
                 return await client.send_request(url, data)
 
-            our_rate = await rate(ours, body, concurrency, seconds)
-    return bare_rate, our_rate
+            return await rate(ours, body, concurrency, seconds)
 
 
 class BarePipeline:
@@ -106,52 +109,80 @@ class BarePipeline:
         return None
 
 
-async def ws_case(body: bytes, concurrency: int, seconds: float) -> tuple[float, float]:
+async def ws_rate(impl: str, body: bytes, concurrency: int, seconds: float) -> float:
     async with open_websocket_test_worker() as worker:
-        url = worker.address("0/bench/ws/generate")
-        async with trio.open_nursery() as nursery:
-            ws = await trio_websocket.connect_websocket_url(
-                nursery, url, message_queue_size=64, max_message_size=8 * 1024 * 1024
-            )
-            bare = BarePipeline(ws)
-            nursery.start_soon(bare.reader)
-            path = "0/bench/ws/generate"
-            bare_rate = await rate(
-                lambda data: bare.send(encode_request_frame(path, None, data)),
-                body,
-                concurrency,
-                seconds,
-            )
-            await ws.aclose()
-            nursery.cancel_scope.cancel()
+        path = "0/bench/ws/generate"
+        url = worker.address(path)
+        if impl == "bare":
+            async with trio.open_nursery() as nursery:
+                ws = await trio_websocket.connect_websocket_url(
+                    nursery, url, message_queue_size=64, max_message_size=8 * 1024 * 1024
+                )
+                bare = BarePipeline(ws)
+                nursery.start_soon(bare.reader)
+                result = await rate(
+                    lambda data: bare.send(encode_request_frame(path, None, data)),
+                    body,
+                    concurrency,
+                    seconds,
+                )
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+            return result
         async with trioplane.open_websocket_client(max_message_size=8 * 1024 * 1024) as client:
 
             async def ours(data: bytes) -> object:
                 return await client.send_request(url, data)
 
-            our_rate = await rate(ours, body, concurrency, seconds)
-    return bare_rate, our_rate
+            return await rate(ours, body, concurrency, seconds)
+
+
+def measure(plane: str, impl: str, size: int, concurrency: int, seconds: float) -> float:
+    """One measurement in a fresh process, so neither side inherits the other's heap."""
+    command = [sys.executable, __file__, "--one", plane, impl, str(size), str(concurrency)]
+    command += ["--seconds", str(seconds)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return float(output)
+
+
+def run_one(plane: str, impl: str, size: int, concurrency: int, seconds: float) -> None:
+    body = b"x" * size
+    if plane == "ws":
+        result = trio.run(ws_rate, impl, body, concurrency, seconds)
+    else:
+        result = trio.run(http_rate, plane == "h2", impl, body, concurrency, seconds)
+    print(result)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--planes", default="h1,h2,ws", help="comma-separated subset of h1,h2,ws")
+    parser.add_argument("--one", nargs=4, metavar=("PLANE", "IMPL", "SIZE", "CONC"))
     args = parser.parse_args()
+    if args.one:
+        plane, impl, size, concurrency = args.one
+        run_one(plane, impl, int(size), int(concurrency), args.seconds)
+        return
     print(f"best of {args.rounds} rounds of {args.seconds:g} s; ratio = trioplane / bare")
     print(f"{'plane':<10}{'body':>7}{'conc':>6}{'bare req/s':>12}{'trioplane':>11}{'ratio':>7}")
-    planes = [("http/1.1", "h1"), ("h2c", "h2"), ("websocket", "ws")]
+    wanted = set(args.planes.split(","))
+    planes = [
+        (label, plane)
+        for label, plane in [("http/1.1", "h1"), ("h2c", "h2"), ("websocket", "ws")]
+        if plane in wanted
+    ]
     for label, plane in planes:
         for size_label, size in SIZES.items():
-            body = b"x" * size
             for concurrency in (1, 64):
-                bare = ours = 0.0
-                for _ in range(args.rounds):
-                    if plane == "ws":
-                        b, o = trio.run(ws_case, body, concurrency, args.seconds)
-                    else:
-                        b, o = trio.run(http_case, plane == "h2", body, concurrency, args.seconds)
-                    bare, ours = max(bare, b), max(ours, o)
+                best = {"bare": 0.0, "ours": 0.0}
+                for round_ in range(args.rounds):
+                    order = ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare")
+                    for impl in order:
+                        value = measure(plane, impl, size, concurrency, args.seconds)
+                        best[impl] = max(best[impl], value)
+                bare, ours = best["bare"], best["ours"]
                 print(
                     f"{label:<10}{size_label:>7}{concurrency:>6}{bare:>12,.0f}{ours:>11,.0f}"
                     f"{ours / bare:>7.2f}",

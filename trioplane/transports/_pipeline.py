@@ -177,6 +177,7 @@ class PipelinedConnection:
         self._written: deque[_Slot] = deque()
         self._parked_writer: trio.lowlevel.Task | None = None
         self._writing = False
+        self._write_started = 0.0
         self._error: TrioplaneError | None = None
         self._retired = False
         self._cancel_scope = trio.CancelScope()
@@ -234,14 +235,22 @@ class PipelinedConnection:
 
         Usually the kernel takes the whole frame at once and this needs no
         checkpoint at all (the caller checkpoints while it waits for the ack);
-        a remainder is written shielded, bounded by the ack deadline.
+        a remainder is written shielded, bounded by the ack deadline. When nothing
+        went out (a full kernel buffer, or a channel with no such fast path, like
+        WebSocket) the writer task sends the frame: that costs one task switch,
+        cheaper than a shielded cancel scope (about 5 µs each in Trio).
         """
-        self._joined([slot])
         try:
             sent = self._channel.send_nowait(slot.frame)
         except TrioplaneError as exc:
+            self._joined([slot])
             self._fail(exc)
             return
+        if sent == 0:
+            self._outbox.append(slot)
+            self._wake_writer()
+            return
+        self._joined([slot])
         if sent == len(slot.frame):
             return
         with trio.CancelScope(shield=True, deadline=slot.deadline) as scope:
@@ -258,6 +267,7 @@ class PipelinedConnection:
 
     async def _send(self, frames: list[bytes]) -> None:
         self._writing = True
+        self._write_started = trio.current_time()
         try:
             await self._channel.send_frames(frames)
         except TrioplaneError as exc:
@@ -378,7 +388,8 @@ class PipelinedConnection:
 
     async def _timeout_loop(self) -> None:
         """Fail callers whose ack is overdue with :class:`AckTimeout` (Dynamo keeps the
-        connection: a late ack is read and dropped).
+        connection: a late ack is read and dropped), and the connection itself when
+        a write has been stuck for an ``ack_timeout`` (the peer stopped reading).
 
         With nothing waiting it sleeps one ``ack_timeout``: every request sent
         meanwhile has a later deadline, so no request ever needs to wake it.
@@ -386,9 +397,12 @@ class PipelinedConnection:
         while True:
             oldest = next(self._waiting_slots(), None)
             if oldest is None:
-                await trio.sleep(max(self.ack_timeout, MIN_TIMER_SLEEP))
-                continue
-            await trio.sleep_until(oldest.deadline)
+                wake = trio.current_time() + max(self.ack_timeout, MIN_TIMER_SLEEP)
+            else:
+                wake = oldest.deadline
+            if self._writing:
+                wake = min(wake, self._write_started + self.ack_timeout)
+            await trio.sleep_until(wake)
             now = trio.current_time()
             overdue = []
             for slot in self._waiting_slots():
@@ -398,6 +412,9 @@ class PipelinedConnection:
             for slot in overdue:
                 timeout = AckTimeout(f"no ack from {self.name} within {self.ack_timeout:g} s")
                 slot.resolve(outcome.Error(timeout))
+            if self._writing and now - self._write_started >= self.ack_timeout:
+                self._fail(ConnectionLost(f"{self.name}: write stalled past the ack timeout"))
+                return
 
 
 K = TypeVar("K", bound=Hashable)
@@ -440,6 +457,11 @@ class _HostPool:
         self.next_index = 0
         self.attempt: _ConnectAttempt | None = None
         self.capacity = trio.lowlevel.ParkingLot()
+
+    def wake(self) -> None:
+        """Wake every caller waiting for spare capacity (cheap when nobody waits)."""
+        if self.capacity:
+            self.capacity.unpark_all()
 
     def pick(self) -> PipelinedConnection | None:
         """Round robin over connections with spare capacity (as Dynamo's pool)."""
@@ -528,7 +550,7 @@ class ConnectionPool(Generic[K]):
         for conn in host.connections:
             conn.retire()
         host.connections = []
-        host.capacity.unpark_all()
+        host.wake()
 
     def _start_connect(self, key: K, host: _HostPool) -> _ConnectAttempt:
         attempt = host.attempt = _ConnectAttempt()
@@ -553,7 +575,7 @@ class ConnectionPool(Generic[K]):
                 max_in_flight=self.options.max_in_flight_per_connection,
                 ack_timeout=self.options.ack_timeout,
                 stats=self._stats,
-                on_capacity=host.capacity.unpark_all,
+                on_capacity=host.wake,
             )
             host.connections.append(conn)
             self._nursery.start_soon(self._run_connection, host, conn)
@@ -574,13 +596,13 @@ class ConnectionPool(Generic[K]):
         finally:
             if conn in host.connections:
                 host.connections.remove(conn)
-            host.capacity.unpark_all()
+            host.wake()
 
     def close(self) -> None:
         """Take no more requests and wake every caller waiting for a connection."""
         self.closed = True
         for host in self._hosts.values():
-            host.capacity.unpark_all()
+            host.wake()
 
     async def close_connections(self) -> None:
         """Close every connection and wait until they are closed (the caller bounds it).

@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 ADDRESS_FORMS = "'ws://host:port/path', 'wss://host:port/path'"
-RECEIVE_BUFFER = 64 * 1024
 
 #: (secure, host, port, path): one pool per WebSocket endpoint.
 WsKey = tuple[bool, str, int, str]
@@ -175,7 +174,6 @@ class WebSocketClient(PipelinedClient[WsKey]):
                 ssl_context=context if key[0] else None,
                 message_queue_size=64,
                 max_message_size=self.max_message_size,
-                receive_buffer_size=RECEIVE_BUFFER,
             )
         except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
             raise ConnectError(f"WebSocket handshake with {_url(key)} failed: {exc!r}") from exc

@@ -1,8 +1,10 @@
 """trioplane's HTTP and WebSocket clients vs the bare libraries they are built on.
 
-Same servers, same run: the trioplane test workers (hypercorn for HTTP, serving
-HTTP/1.1 and h2c; trio-websocket's server for WebSocket). Concurrency 1 and 64,
-bodies of 100 B and 1 MiB. The baselines:
+Same servers, same run: the trioplane test workers in the benchmark's process
+(hypercorn for HTTP, serving HTTP/1.1 and h2c; trio-websocket's server for
+WebSocket), and for the ``dyn-*`` rows a real Dynamo 1.2.1 worker's HTTP plane in
+its own process (Rust, hyper). Concurrency 1 and 64, bodies of 100 B and 1 MiB.
+The baselines:
 
 * HTTP: a bare ``httpx.AsyncClient`` posting the same bodies (same limits, same
   HTTP version);
@@ -14,16 +16,19 @@ Each measurement runs in a fresh process (a process that has just pushed
 alternating order; each case reports its best of ``--rounds`` rounds. The ratio
 is trioplane / bare (1.0 = no cost).
 
-    python benchmarks/http_ws.py [--seconds 2] [--rounds 3] [--planes h1,h2,ws]
+    python benchmarks/http_ws.py [--seconds 2] [--rounds 3] [--planes h1,h2,ws,dyn-h1,dyn-h2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import subprocess
 import sys
+import tempfile
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -37,7 +42,16 @@ from trioplane.testing.http import open_http_test_worker
 from trioplane.testing.websocket import open_websocket_test_worker
 from trioplane.wire.tcp import AckDecoder, encode_request_frame
 
+#: The header trioplane sends with every request (the wire's), so bare httpx sends it too.
+OCTETS = {"content-type": "application/octet-stream"}
 SIZES = {"100 B": 100, "1 MiB": 1024 * 1024}
+PLANES = {
+    "h1": "http/1.1",
+    "h2": "h2c",
+    "ws": "websocket",
+    "dyn-h1": "dyn http/1.1",
+    "dyn-h2": "dyn h2c",
+}
 Send = Callable[[bytes], Awaitable[object]]
 
 
@@ -60,27 +74,39 @@ async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> flo
     return count / (trio.current_time() - start)
 
 
-async def http_rate(h2: bool, impl: str, body: bytes, concurrency: int, seconds: float) -> float:
-    async with open_http_test_worker(max_body_size=2 * 1024 * 1024) as worker:
-        url = worker.url("generate")
+async def http_rate(
+    h2: bool, impl: str, body: bytes, concurrency: int, seconds: float, url: str | None
+) -> float:
+    """Requests/s to ``url`` (a Dynamo worker's), or to an in-process test worker."""
+    async with contextlib.AsyncExitStack() as stack:
+        if url is None:
+            worker = await stack.enter_async_context(
+                open_http_test_worker(max_body_size=2 * 1024 * 1024)
+            )
+            url = worker.url("generate")
         if impl == "bare":
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-            async with httpx.AsyncClient(http1=not h2, http2=h2, limits=limits) as bare:
+            bare = await stack.enter_async_context(
+                httpx.AsyncClient(http1=not h2, http2=h2, limits=limits)
+            )
 
-                async def bare_send(data: bytes) -> object:
-                    response = await bare.post(url, content=data)
-                    assert response.status_code == 202
-                    return response
+            async def bare_send(data: bytes) -> object:
+                response = await bare.post(url, content=data, headers=OCTETS)
+                assert response.status_code == 202
+                return response
 
-                return await rate(bare_send, body, concurrency, seconds)
-        async with trioplane.open_http_client(
-            http2=h2, max_keepalive_connections=100, max_body_size=2 * 1024 * 1024
-        ) as client:
+            return await rate(bare_send, body, concurrency, seconds)
+        client = await stack.enter_async_context(
+            trioplane.open_http_client(
+                http2=h2, max_keepalive_connections=100, max_body_size=2 * 1024 * 1024
+            )
+        )
 
-            async def ours(data: bytes) -> object:
-                return await client.send_request(url, data)
+        async def ours(data: bytes) -> object:
+            return await client.send_request(url, data)
 
-            return await rate(ours, body, concurrency, seconds)
+        return await rate(ours, body, concurrency, seconds)
+    raise AssertionError("unreachable")
 
 
 class BarePipeline:
@@ -137,57 +163,93 @@ async def ws_rate(impl: str, body: bytes, concurrency: int, seconds: float) -> f
             return await rate(ours, body, concurrency, seconds)
 
 
-def measure(plane: str, impl: str, size: int, concurrency: int, seconds: float) -> float:
+def measure(
+    plane: str, impl: str, size: int, concurrency: int, seconds: float, url: str | None
+) -> float:
     """One measurement in a fresh process, so neither side inherits the other's heap."""
     command = [sys.executable, __file__, "--one", plane, impl, str(size), str(concurrency)]
     command += ["--seconds", str(seconds)]
+    if url is not None:
+        command += ["--url", url]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return float(output)
 
 
-def run_one(plane: str, impl: str, size: int, concurrency: int, seconds: float) -> None:
+def run_one(
+    plane: str, impl: str, size: int, concurrency: int, seconds: float, url: str | None
+) -> None:
     body = b"x" * size
     if plane == "ws":
         result = trio.run(ws_rate, impl, body, concurrency, seconds)
     else:
-        result = trio.run(http_rate, plane == "h2", impl, body, concurrency, seconds)
+        h2 = plane.endswith("h2")
+        result = trio.run(http_rate, h2, impl, body, concurrency, seconds, url)
     print(result)
+
+
+@contextlib.contextmanager
+def dynamo_http_worker() -> Iterator[str]:
+    """A real Dynamo 1.2.1 worker on its HTTP plane (its own process); yields its URL."""
+    from tests.dynamo import run_dynamo_worker
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        run_dynamo_worker(
+            Path(tmp),
+            ["bench.http.generate"],
+            version="1.2.1",
+            DYN_REQUEST_PLANE="http",
+            DYN_HTTP_RPC_HOST="127.0.0.1",
+            DYN_HTTP_RPC_PORT=str(port),
+            DYN_LOG="error",  # it logs every body it cannot decode (all of ours) at warn
+        ) as worker,
+    ):
+        yield worker.instances["bench.http.generate"].address
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--planes", default="h1,h2,ws", help="comma-separated subset of h1,h2,ws")
+    parser.add_argument("--planes", default=",".join(PLANES), help="a comma-separated subset")
     parser.add_argument("--one", nargs=4, metavar=("PLANE", "IMPL", "SIZE", "CONC"))
+    parser.add_argument("--url", help="with --one: the Dynamo worker's URL")
     args = parser.parse_args()
     if args.one:
         plane, impl, size, concurrency = args.one
-        run_one(plane, impl, int(size), int(concurrency), args.seconds)
+        run_one(plane, impl, int(size), int(concurrency), args.seconds, args.url)
         return
     print(f"best of {args.rounds} rounds of {args.seconds:g} s; ratio = trioplane / bare")
-    print(f"{'plane':<10}{'body':>7}{'conc':>6}{'bare req/s':>12}{'trioplane':>11}{'ratio':>7}")
+    print(f"{'plane':<13}{'body':>7}{'conc':>6}{'bare req/s':>12}{'trioplane':>11}{'ratio':>7}")
     wanted = set(args.planes.split(","))
-    planes = [
-        (label, plane)
-        for label, plane in [("http/1.1", "h1"), ("h2c", "h2"), ("websocket", "ws")]
-        if plane in wanted
-    ]
-    for label, plane in planes:
-        for size_label, size in SIZES.items():
-            for concurrency in (1, 64):
-                best = {"bare": 0.0, "ours": 0.0}
-                for round_ in range(args.rounds):
-                    order = ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare")
-                    for impl in order:
-                        value = measure(plane, impl, size, concurrency, args.seconds)
-                        best[impl] = max(best[impl], value)
-                bare, ours = best["bare"], best["ours"]
-                print(
-                    f"{label:<10}{size_label:>7}{concurrency:>6}{bare:>12,.0f}{ours:>11,.0f}"
-                    f"{ours / bare:>7.2f}",
-                    flush=True,
-                )
+    if wanted - set(PLANES):
+        parser.error(f"unknown planes {sorted(wanted - set(PLANES))}; known: {list(PLANES)}")
+    with contextlib.ExitStack() as stack:
+        url = None
+        if wanted & {"dyn-h1", "dyn-h2"}:
+            url = stack.enter_context(dynamo_http_worker())
+        for plane in [plane for plane in PLANES if plane in wanted]:
+            report(plane, PLANES[plane], url if plane.startswith("dyn") else None, args)
+
+
+def report(plane: str, label: str, url: str | None, args: argparse.Namespace) -> None:
+    for size_label, size in SIZES.items():
+        for concurrency in (1, 64):
+            best = {"bare": 0.0, "ours": 0.0}
+            for round_ in range(args.rounds):
+                order = ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare")
+                for impl in order:
+                    value = measure(plane, impl, size, concurrency, args.seconds, url)
+                    best[impl] = max(best[impl], value)
+            bare, ours = best["bare"], best["ours"]
+            print(
+                f"{label:<13}{size_label:>7}{concurrency:>6}{bare:>12,.0f}{ours:>11,.0f}"
+                f"{ours / bare:>7.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ picked by the request's ``op`` (no ``op``: echo the request once):
 """
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -69,4 +70,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT is how the tests stop it
+        asyncio.run(main())

@@ -48,7 +48,10 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 try:
+    import httpcore
     import httpx
+
+    from trioplane.transports._httpcore import Attempt, WatchedTransport, attempting
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the HTTP transport needs httpx: pip install 'trioplane[http]'") from exc
 
@@ -62,6 +65,8 @@ __all__ = [
 ]
 
 ADDRESS_FORMS = "'http://host:port/path', 'https://host:port/path'"
+#: Body pieces handed to httpcore on HTTP/2: h2's default largest DATA frame.
+H2_BODY_PIECE = 16 * 1024
 RETRY_PAUSE = 0.005
 MAX_RETRY_PAUSE = 0.1
 
@@ -136,15 +141,13 @@ class HttpClient(AsyncResource):
         ack = self._ack_timeout = options.get("ack_timeout", 5.0)
         if connect <= 0 or ack <= 0 or self.retries < 0:
             raise ValueError("timeouts must be positive and retries >= 0")
-        self._transport = httpx.AsyncHTTPTransport(
-            verify=options.get("ssl_context", True),
-            http1=not self.http2,
+        ssl_context = options.get("ssl_context")
+        self._transport = WatchedTransport(
+            ssl_context=ssl_context if ssl_context is not None else httpx.create_ssl_context(),
             http2=self.http2,
-            limits=httpx.Limits(
-                max_connections=options.get("max_connections", 100),
-                max_keepalive_connections=options.get("max_keepalive_connections", 20),
-                keepalive_expiry=options.get("keepalive_expiry", 5.0),
-            ),
+            max_connections=options.get("max_connections", 100),
+            max_keepalive_connections=options.get("max_keepalive_connections", 20),
+            keepalive_expiry=options.get("keepalive_expiry", 5.0),
         )
         self._client = httpx.AsyncClient(
             transport=self._transport,
@@ -241,17 +244,22 @@ class HttpClient(AsyncResource):
             self._sent += 1
             self._bytes_sent += len(payload)
             progress = _Progress()
+            content: bytes | _Pieces = payload
+            if self.http2 and len(payload) > H2_BODY_PIECE:
+                content = _Pieces(payload, H2_BODY_PIECE)
+                headers = {**headers, "content-length": str(len(payload))}
             try:
-                response = await self._client.post(
-                    url, content=payload, headers=headers, extensions={"trace": progress.trace}
-                )
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout):
+                with attempting(progress):
+                    response = await self._client.post(
+                        url, content=content, headers=headers, extensions={"trace": progress.trace}
+                    )
+            except httpcore.TimeoutException as exc:
+                if isinstance(exc, httpcore.ConnectTimeout):
                     raise ConnectError(f"connect to {url} timed out") from exc
                 raise AckTimeout(f"no answer from {url}: {exc!r}") from exc
-            except httpx.ConnectError as exc:
+            except httpcore.ConnectError as exc:
                 raise ConnectError(f"cannot connect to {url}: {exc}") from exc
-            except httpx.TransportError as exc:
+            except (httpcore.NetworkError, httpcore.ProtocolError, httpx.TransportError) as exc:
                 if (
                     attempts <= self.retries
                     and trio.current_time() < deadline
@@ -270,8 +278,7 @@ class HttpClient(AsyncResource):
 
     def stats(self) -> ClientStats:
         active = idle = 0
-        pool = getattr(self._transport, "_pool", None)  # httpcore's pool; no public API
-        for connection in getattr(pool, "connections", []):
+        for connection in self._transport.pool.connections:
             if connection.is_idle():
                 idle += 1
             else:
@@ -293,37 +300,68 @@ class HttpClient(AsyncResource):
         """Connections open with the first request (httpx's pool has no warm-up)."""
 
 
-class _Progress:
+class _Pieces:
+    """A body handed to httpx in frame-sized pieces (HTTP/2 only).
+
+    httpcore's HTTP/2 writer cuts a body into DATA frames with ``data = data[n:]``,
+    copying the rest after every frame: 64 copies averaging 512 KiB for a 1 MiB
+    body. Pieces of at most one frame are sent without a copy. Iterable more than
+    once, so httpcore may still move the request to another connection.
+    """
+
+    __slots__ = ("payload", "size")
+
+    def __init__(self, payload: bytes, size: int) -> None:
+        self.payload = payload
+        self.size = size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        payload, size = self.payload, self.size
+        for start in range(0, len(payload), size):
+            yield payload[start : start + size]
+
+
+class _Progress(Attempt):
     """How far one attempt got (httpcore's trace hook), which decides whether the
     server can have processed the request when the connection fails."""
 
-    __slots__ = ("body_queued", "http2")
+    __slots__ = ("body_queued", "stream_id")
 
     def __init__(self) -> None:
-        self.http2 = False
+        super().__init__()
         self.body_queued = False
+        self.stream_id: int | None = None
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
-        if event.startswith("http2."):
-            self.http2 = True
+        if event == "http2.send_request_headers.started":
+            self.stream_id = info["stream_id"]
+        elif event == "http2.send_request_headers.complete":
             # From here on the body is queued in the connection's shared h2 state,
             # which any stream's write may flush, whatever this one's write says.
-            if event == "http2.send_request_headers.complete":
-                self.body_queued = True
+            self.body_queued = True
         elif event == "http11.send_request_body.complete":
             self.body_queued = True
 
-    def never_processed(self, exc: httpx.TransportError) -> bool:
-        """True when the whole request cannot have reached the server: a retry is safe.
+    def never_processed(self, exc: Exception) -> bool:
+        """True when the server cannot have processed the request: a retry is safe.
 
-        HTTP/1.1: its body was not all written. HTTP/2: not even its headers went
-        out (once they have, other streams' writes may carry the rest). A request
-        that may have been processed is never sent twice, even after a GOAWAY whose
-        ``last_stream_id`` is below it: hypercorn, for one, has been seen to process
-        such streams. (httpcore itself moves requests it had not written yet to a
-        fresh connection.)
+        * Its bytes cannot all have left: over HTTP/1.1 its body was not all
+          written; over HTTP/2 not even its headers were queued (once they are,
+          other streams' writes may carry them).
+        * HTTP/2: the server's GOAWAY named a last stream id below this request's
+          stream, which promises the stream was not processed (RFC 9113, 6.8),
+          even when the GOAWAY was only found in what the server sent before it
+          closed (the connection is watched: see ``_httpcore``).
+
+        (httpcore itself moves a request to a fresh connection when it reads the
+        GOAWAY first, and when it has not written it yet.)
         """
-        return not self.body_queued
+        if not self.body_queued:
+            return True
+        if self.stream_id is None:
+            return False
+        last_stream_id = self.goaway_last_stream_id(exc)
+        return last_stream_id is not None and self.stream_id > last_stream_id
 
 
 def _ack(response: httpx.Response) -> bytes:

@@ -65,8 +65,8 @@ __all__ = [
 ]
 
 ADDRESS_FORMS = "'http://host:port/path', 'https://host:port/path'"
-#: Body pieces handed to httpcore on HTTP/2: h2's default largest DATA frame.
-H2_BODY_PIECE = 16 * 1024
+#: Body pieces handed to httpcore on HTTP/2: h2's default initial window (4 DATA frames).
+H2_BODY_PIECE = 64 * 1024
 RETRY_PAUSE = 0.005
 MAX_RETRY_PAUSE = 0.1
 
@@ -305,7 +305,8 @@ class _Pieces:
 
     httpcore's HTTP/2 writer cuts a body into DATA frames with ``data = data[n:]``,
     copying the rest after every frame: 64 copies averaging 512 KiB for a 1 MiB
-    body. Pieces of at most one frame are sent without a copy. Iterable more than
+    body. Cut in 64 KiB pieces first, it copies 1.5 times the body in all (fewer,
+    larger pieces cost less per byte than one per frame). Iterable more than
     once, so httpcore may still move the request to another connection.
     """
 

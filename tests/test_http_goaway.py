@@ -162,7 +162,8 @@ async def test_requests_above_the_goaway_are_sent_again_and_none_twice() -> None
     # What failed was processed, or was at most the GOAWAY's last stream and never finished.
     assert set(failed) <= set(server.processed) | set(server.dropped)
     assert len(failed) + len(timed_out) < 100
-    assert server.connections >= len(server.processed) // 20
+    # A connection answers its 20, then the streams (of 16 callers) its GOAWAY named.
+    assert server.connections >= len(server.processed) // (20 + 16)
     assert succeeded  # (requests above a GOAWAY are rare here: see test_h2_client)
 
 

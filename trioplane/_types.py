@@ -42,6 +42,42 @@ class ClientStats:
         return self.requests_sent > 0 or self.active_connections > 0
 
 
+class StatsRecorder:
+    """The mutable counters behind a client's :class:`ClientStats` (every transport's)."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "errors",
+        "latency_count",
+        "latency_total",
+        "requests_sent",
+        "responses_received",
+    )
+
+    def __init__(self) -> None:
+        self.requests_sent = 0
+        self.responses_received = 0
+        self.errors = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.latency_total = 0.0  # seconds
+        self.latency_count = 0
+
+    def snapshot(self, active: int, idle: int) -> ClientStats:
+        avg = round(self.latency_total * 1e6 / self.latency_count) if self.latency_count else 0
+        return ClientStats(
+            requests_sent=self.requests_sent,
+            responses_received=self.responses_received,
+            errors=self.errors,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            active_connections=active,
+            idle_connections=idle,
+            avg_latency_us=avg,
+        )
+
+
 #: Dynamo's transports, plus trioplane's own WebSocket plane.
 _TRANSPORT_KINDS = ("tcp", "nats_tcp", "http", "websocket")
 

@@ -16,7 +16,7 @@ from typing import Generic
 import trio
 
 from trioplane._errors import ClientClosed, TrioplaneError
-from trioplane._types import ClientStats, Instance
+from trioplane._types import ClientStats, Instance, StatsRecorder
 from trioplane._util import AsyncResource
 from trioplane.transports._pipeline import (
     CLOSE_TIMEOUT,
@@ -24,7 +24,6 @@ from trioplane.transports._pipeline import (
     FrameChannel,
     K,
     PoolOptions,
-    StatsRecorder,
 )
 
 __all__ = ["PipelinedClient"]

@@ -32,14 +32,13 @@ from trioplane._errors import (
     ProtocolError,
     TrioplaneError,
 )
-from trioplane._types import ClientStats, Instance
+from trioplane._types import Instance, StatsRecorder
 
 __all__ = [
     "ConnectionPool",
     "FrameChannel",
     "PipelinedConnection",
     "PoolOptions",
-    "StatsRecorder",
 ]
 
 log = logging.getLogger("trioplane")
@@ -78,42 +77,6 @@ class FrameChannel(Protocol):
 
     async def aclose(self) -> None:
         """Release the connection (may be called while the others are blocked)."""
-
-
-class StatsRecorder:
-    """The mutable counters behind :class:`~trioplane.ClientStats`."""
-
-    __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "errors",
-        "latency_count",
-        "latency_total",
-        "requests_sent",
-        "responses_received",
-    )
-
-    def __init__(self) -> None:
-        self.requests_sent = 0
-        self.responses_received = 0
-        self.errors = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.latency_total = 0.0  # seconds, on Trio's clock
-        self.latency_count = 0
-
-    def snapshot(self, active: int, idle: int) -> ClientStats:
-        avg = round(self.latency_total * 1e6 / self.latency_count) if self.latency_count else 0
-        return ClientStats(
-            requests_sent=self.requests_sent,
-            responses_received=self.responses_received,
-            errors=self.errors,
-            bytes_sent=self.bytes_sent,
-            bytes_received=self.bytes_received,
-            active_connections=active,
-            idle_connections=idle,
-            avg_latency_us=avg,
-        )
 
 
 class _Slot:

@@ -38,7 +38,7 @@ from trioplane._errors import (
     WorkerOverloaded,
     WorkerUnavailable,
 )
-from trioplane._types import ClientStats, Instance
+from trioplane._types import ClientStats, Instance, StatsRecorder
 from trioplane._util import AsyncResource, check_options, running
 from trioplane.transports._base import split_url
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
@@ -154,10 +154,7 @@ class HttpClient(AsyncResource):
             timeout=httpx.Timeout(ack, connect=connect, pool=ack),
             trust_env=False,
         )
-        self._sent = self._received = self._errors = 0
-        self._bytes_sent = self._bytes_received = 0
-        self._latency_total = 0.0
-        self._latency_count = 0
+        self._stats = StatsRecorder()
         self._calls = 0
         self._idle = trio.Event()
         self._closing = False
@@ -224,11 +221,11 @@ class HttpClient(AsyncResource):
         try:
             ack = await self._post(url, payload, headers)
         except TrioplaneError as exc:
-            self._errors += 1
+            self._stats.errors += 1
             call.result = outcome.Error(exc)
         else:
-            self._latency_total += time.perf_counter() - start
-            self._latency_count += 1
+            self._stats.latency_total += time.perf_counter() - start
+            self._stats.latency_count += 1
             call.result = outcome.Value(ack)
         finally:
             if call.result is None:  # cancelled: the client is closing
@@ -241,8 +238,8 @@ class HttpClient(AsyncResource):
         attempts = 0
         while True:
             attempts += 1
-            self._sent += 1
-            self._bytes_sent += len(payload)
+            self._stats.requests_sent += 1
+            self._stats.bytes_sent += len(payload)
             progress = _Progress()
             content: bytes | _Pieces = payload
             if self.http2 and len(payload) > H2_BODY_PIECE:
@@ -269,8 +266,8 @@ class HttpClient(AsyncResource):
                     await trio.sleep(min(RETRY_PAUSE * attempts, MAX_RETRY_PAUSE))
                     continue
                 raise ConnectionLost(f"{url}: {exc!r} (attempt {attempts})") from exc
-            self._received += 1
-            self._bytes_received += len(response.content)
+            self._stats.responses_received += 1
+            self._stats.bytes_received += len(response.content)
             return _ack(response)
 
     def is_healthy(self) -> bool:
@@ -283,18 +280,7 @@ class HttpClient(AsyncResource):
                 idle += 1
             else:
                 active += 1
-        return ClientStats(
-            requests_sent=self._sent,
-            responses_received=self._received,
-            errors=self._errors,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            active_connections=active,
-            idle_connections=idle,
-            avg_latency_us=int(self._latency_total / self._latency_count * 1e6)
-            if self._latency_count
-            else 0,
-        )
+        return self._stats.snapshot(active, idle)
 
     def start_warmup(self, instance_updates: AsyncIterable[Sequence[Instance]]) -> None:
         """Connections open with the first request (httpx's pool has no warm-up)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trioplane._errors import AckTimeout, ClientClosed, TrioplaneError
-from trioplane._types import ClientStats, Instance
+from trioplane._types import ClientStats, Instance, StatsRecorder
 from trioplane._util import AsyncResource, collapse_groups
 from trioplane.nats import NatsConnection, NatsOptions
 
@@ -37,10 +37,7 @@ class NatsClient(AsyncResource):
 
     def __init__(self, connection: NatsConnection) -> None:
         self.connection = connection
-        self._sent = self._received = self._errors = 0
-        self._bytes_sent = self._bytes_received = 0
-        self._latency_total = 0.0
-        self._latency_count = 0
+        self._stats = StatsRecorder()
         self._closed = False
 
     async def send_request(
@@ -54,20 +51,20 @@ class NatsClient(AsyncResource):
         try:
             msg = await self.connection.request(address, payload, headers=headers)
         except trio.TooSlowError:
-            self._errors += 1
+            self._stats.errors += 1
             raise AckTimeout(
                 f"no reply on {address!r} within {self.connection.request_timeout:g} s"
             ) from None
         except TrioplaneError:
-            self._errors += 1
+            self._stats.errors += 1
             raise
         finally:
-            self._sent += 1
-            self._bytes_sent += len(payload)
-        self._received += 1
-        self._bytes_received += len(msg.payload)
-        self._latency_total += time.perf_counter() - start
-        self._latency_count += 1
+            self._stats.requests_sent += 1
+            self._stats.bytes_sent += len(payload)
+        self._stats.responses_received += 1
+        self._stats.bytes_received += len(msg.payload)
+        self._stats.latency_total += time.perf_counter() - start
+        self._stats.latency_count += 1
         return msg.payload
 
     def is_healthy(self) -> bool:
@@ -76,18 +73,7 @@ class NatsClient(AsyncResource):
     def stats(self) -> ClientStats:
         up = 1 if self.connection.is_healthy() else 0
         in_flight = bool(self.connection._requests)
-        return ClientStats(
-            requests_sent=self._sent,
-            responses_received=self._received,
-            errors=self._errors,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            active_connections=up if in_flight else 0,
-            idle_connections=0 if in_flight else up,
-            avg_latency_us=int(self._latency_total / self._latency_count * 1e6)
-            if self._latency_count
-            else 0,
-        )
+        return self._stats.snapshot(active=up if in_flight else 0, idle=0 if in_flight else up)
 
     def start_warmup(self, instance_updates: AsyncIterable[Sequence[Instance]]) -> None:
         """Nothing to warm: one connection to the NATS server serves every instance."""

@@ -172,8 +172,7 @@ class PipelinedConnection:
         slot = _Slot(frame, now, now + self.ack_timeout)
         self.in_flight += 1
         if self._writing or self._outbox or self._written:
-            self._outbox.append(slot)
-            self._wake_writer()
+            self._enqueue(slot)
         else:
             await self._write_now(slot)
         if slot.result is None:
@@ -210,8 +209,7 @@ class PipelinedConnection:
             self._fail(exc)
             return
         if sent == 0:
-            self._outbox.append(slot)
-            self._wake_writer()
+            self._enqueue(slot)
             return
         self._joined([slot])
         if sent == len(slot.frame):
@@ -220,6 +218,11 @@ class PipelinedConnection:
             await self._send([slot.frame[sent:]])
         if scope.cancelled_caught:
             self._fail(ConnectionLost(f"{self.name}: write stalled past the ack timeout"))
+
+    def _enqueue(self, slot: _Slot) -> None:
+        """Queue ``slot`` for the writer task (which sends the queue in one write)."""
+        self._outbox.append(slot)
+        self._wake_writer()
 
     def _joined(self, slots: list[_Slot]) -> None:
         """Slots join the FIFO (and the counters) before their bytes leave."""

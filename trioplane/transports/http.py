@@ -235,16 +235,16 @@ class HttpClient(AsyncResource):
     async def _post(self, url: str, payload: bytes, headers: dict[str, str]) -> bytes:
         # Requests the server never processed are retried until the ack timeout.
         deadline = trio.current_time() + self._ack_timeout
+        content: bytes | _Pieces = payload
+        if self.http2 and len(payload) > H2_BODY_PIECE:
+            content = _Pieces(payload, H2_BODY_PIECE)  # iterable again on each attempt
+            headers = {**headers, "content-length": str(len(payload))}
         attempts = 0
         while True:
             attempts += 1
             self._stats.requests_sent += 1
             self._stats.bytes_sent += len(payload)
             progress = _Progress()
-            content: bytes | _Pieces = payload
-            if self.http2 and len(payload) > H2_BODY_PIECE:
-                content = _Pieces(payload, H2_BODY_PIECE)
-                headers = {**headers, "content-length": str(len(payload))}
             try:
                 with attempting(progress):
                     response = await self._client.post(
@@ -256,7 +256,7 @@ class HttpClient(AsyncResource):
                 raise AckTimeout(f"no answer from {url}: {exc!r}") from exc
             except httpcore.ConnectError as exc:
                 raise ConnectError(f"cannot connect to {url}: {exc}") from exc
-            except (httpcore.NetworkError, httpcore.ProtocolError, httpx.TransportError) as exc:
+            except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
                 if (
                     attempts <= self.retries
                     and trio.current_time() < deadline

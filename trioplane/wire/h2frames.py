@@ -38,14 +38,13 @@ class GoawayWatch:
     unprocessed on bad evidence. It holds at most 9 bytes, whatever it is fed.
     """
 
-    __slots__ = ("_goaway_rest", "_head", "_need", "_skip", "_started", "broken", "last_stream_id")
+    __slots__ = ("_goaway_rest", "_head", "_skip", "_started", "broken", "last_stream_id")
 
     def __init__(self) -> None:
         self.last_stream_id: int | None = None
         self.broken = False
         self._started = False
-        self._head = bytearray()
-        self._need = FRAME_HEADER_SIZE  # bytes wanted in _head: a header, or a GOAWAY's head
+        self._head = bytearray()  # a frame header, or a GOAWAY's head, as it arrives
         self._skip = 0  # payload bytes to pass over
         self._goaway_rest = -1  # >= 0 while reading a GOAWAY's head: what follows it
 
@@ -58,14 +57,16 @@ class GoawayWatch:
                 self._skip -= step
                 pos += step
                 continue
-            step = min(self._need - len(self._head), end - pos)
+            in_goaway = self._goaway_rest >= 0
+            need = GOAWAY_HEAD_SIZE if in_goaway else FRAME_HEADER_SIZE
+            step = min(need - len(self._head), end - pos)
             self._head += data[pos : pos + step]
             pos += step
-            if len(self._head) < self._need:
+            if len(self._head) < need:
                 return
             head = bytes(self._head)
             self._head.clear()
-            if self._goaway_rest >= 0:
+            if in_goaway:
                 self._on_goaway(head)
             else:
                 self._on_header(head)
@@ -83,7 +84,6 @@ class GoawayWatch:
             if length < GOAWAY_HEAD_SIZE or stream_id != 0:
                 self.broken = True
                 return
-            self._need = GOAWAY_HEAD_SIZE
             self._goaway_rest = length - GOAWAY_HEAD_SIZE
         else:
             self._skip = length
@@ -94,4 +94,3 @@ class GoawayWatch:
             self.last_stream_id = last
         self._skip = self._goaway_rest
         self._goaway_rest = -1
-        self._need = FRAME_HEADER_SIZE

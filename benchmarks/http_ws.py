@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -74,16 +74,16 @@ async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> flo
     return count / (trio.current_time() - start)
 
 
-async def http_rate(
-    h2: bool, impl: str, body: bytes, concurrency: int, seconds: float, url: str | None
-) -> float:
-    """Requests/s to ``url`` (a Dynamo worker's), or to an in-process test worker."""
+@contextlib.asynccontextmanager
+async def http_sender(h2: bool, impl: str, url: str | None) -> AsyncIterator[Send]:
+    """A send function posting to ``url`` (a Dynamo worker's) or an in-process test worker."""
     async with contextlib.AsyncExitStack() as stack:
         if url is None:
             worker = await stack.enter_async_context(
                 open_http_test_worker(max_body_size=2 * 1024 * 1024)
             )
             url = worker.url("generate")
+        target = url
         if impl == "bare":
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
             bare = await stack.enter_async_context(
@@ -91,11 +91,12 @@ async def http_rate(
             )
 
             async def bare_send(data: bytes) -> object:
-                response = await bare.post(url, content=data, headers=OCTETS)
+                response = await bare.post(target, content=data, headers=OCTETS)
                 assert response.status_code == 202
                 return response
 
-            return await rate(bare_send, body, concurrency, seconds)
+            yield bare_send
+            return
         client = await stack.enter_async_context(
             trioplane.open_http_client(
                 http2=h2, max_keepalive_connections=100, max_body_size=2 * 1024 * 1024
@@ -103,10 +104,16 @@ async def http_rate(
         )
 
         async def ours(data: bytes) -> object:
-            return await client.send_request(url, data)
+            return await client.send_request(target, data)
 
-        return await rate(ours, body, concurrency, seconds)
-    raise AssertionError("unreachable")
+        yield ours
+
+
+async def http_rate(
+    h2: bool, impl: str, body: bytes, concurrency: int, seconds: float, url: str | None
+) -> float:
+    async with http_sender(h2, impl, url) as send:
+        return await rate(send, body, concurrency, seconds)
 
 
 class BarePipeline:

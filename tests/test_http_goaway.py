@@ -11,6 +11,7 @@ sent one). After its GOAWAY it gives the streams it named 0.2 s to finish.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import h2.config
@@ -25,6 +26,17 @@ import trio
 import trioplane
 from trioplane.transports._httpcore import Attempt, _WatchedStream, attempting
 from trioplane.wire.h2frames import GoawayWatch
+
+
+@dataclasses.dataclass
+class _Connection:
+    conn: h2.connection.H2Connection = dataclasses.field(
+        default_factory=lambda: h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+    )
+    names: dict[int, bytes] = dataclasses.field(default_factory=dict)  # open streams, by id
+    last: int | None = None  # the last stream id of the GOAWAY sent
 
 
 class GoawayServer:
@@ -50,22 +62,17 @@ class GoawayServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        conn = h2.connection.H2Connection(config)
-        names: dict[int, bytes] = {}  # the streams open, by id
+        state = _Connection()
         try:
             with contextlib.suppress(trio.BrokenResourceError):  # a client may reset
-                await self._serve_connection(stream, conn, names)
+                await self._serve_connection(stream, state)
         finally:
-            if conn.last_goaway is not None:  # type: ignore[attr-defined]
-                last = conn.last_goaway  # type: ignore[attr-defined]
-                self.dropped += [name for sid, name in names.items() if sid <= last]
+            if state.last is not None:
+                self.dropped += [name for sid, name in state.names.items() if sid <= state.last]
 
-    async def _serve_connection(
-        self, stream: trio.SocketStream, conn: h2.connection.H2Connection, names: dict[int, bytes]
-    ) -> None:
+    async def _serve_connection(self, stream: trio.SocketStream, state: _Connection) -> None:
+        conn, names = state.conn, state.names
         conn.initiate_connection()
-        conn.last_goaway = None  # type: ignore[attr-defined]
         answered = 0
         last: int | None = None
         async with stream:
@@ -98,7 +105,7 @@ class GoawayServer:
                         conn.send_headers(event.stream_id, [(":status", "202")], end_stream=True)
                         answered += 1
                         if answered == self.every:
-                            last = conn.last_goaway = conn.highest_inbound_stream_id  # type: ignore[attr-defined]
+                            last = state.last = conn.highest_inbound_stream_id
                             goaway = hyperframe.frame.GoAwayFrame(0)
                             goaway.last_stream_id = last
                             await stream.send_all(conn.data_to_send() + goaway.serialize())

@@ -22,7 +22,7 @@ import functools
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import outcome
@@ -39,9 +39,8 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import ClientStats, Instance, StatsRecorder
-from trioplane._util import AsyncResource, check_options, running
-from trioplane.transports._base import split_url
-from trioplane.transports._pipeline import CLOSE_TIMEOUT
+from trioplane._util import check_options, running
+from trioplane.transports._base import ManagedClient, split_url
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 
 if TYPE_CHECKING:
@@ -125,7 +124,7 @@ class _Call:
         self.result: outcome.Outcome[bytes] | None = None
 
 
-class HttpClient(AsyncResource):
+class HttpClient(ManagedClient):
     """A :class:`~trioplane.RequestPlaneClient` for Dynamo's HTTP request plane."""
 
     transport_name = "http"
@@ -136,7 +135,7 @@ class HttpClient(AsyncResource):
         self.http2 = options.get("http2", False)
         self.max_body_size = options.get("max_body_size", DEFAULT_MAX_FRAME_SIZE)
         self.retries = options.get("retries", 100)
-        self.close_grace_period = options.get("close_grace_period", 5.0)
+        super().__init__(options.get("close_grace_period", 5.0))
         connect = options.get("connect_timeout", 5.0)
         ack = self._ack_timeout = options.get("ack_timeout", 5.0)
         if connect <= 0 or ack <= 0 or self.retries < 0:
@@ -155,36 +154,11 @@ class HttpClient(AsyncResource):
             trust_env=False,
         )
         self._stats = StatsRecorder()
-        self._calls = 0
-        self._idle = trio.Event()
-        self._closing = False
-        self._nursery: trio.Nursery | None = None
-        self._stopped = trio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the requests' tasks until :meth:`aclose`; use with ``nursery.start``."""
-        try:
-            async with self._client, trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._closing = True
-            self._stopped.set()
-
-    async def aclose(self) -> None:
-        """Refuse new requests, give those in flight the grace period, then cancel them."""
-        with trio.CancelScope(shield=True):
-            self._closing = True
-            if self._calls:
-                with trio.move_on_after(self.close_grace_period):
-                    await self._idle.wait()
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-                with trio.move_on_after(CLOSE_TIMEOUT * 2):
-                    await self._stopped.wait()
+    def _resources(self) -> AbstractAsyncContextManager[object]:
+        return self._client  # closed after the requests' tasks have ended
 
     # -- the request-plane interface ---------------------------------------------------------
 
@@ -198,19 +172,13 @@ class HttpClient(AsyncResource):
         request_headers = {"content-type": "application/octet-stream"}
         if headers:
             request_headers.update(headers)
-        if self._closing or self._nursery is None:
-            await trio.lowlevel.checkpoint()
-            raise ClientClosed("client is closed" if self._closing else "client is not started")
+        await self._check_open()
+        assert self._nursery is not None
         call = _Call()
-        self._calls += 1
-        try:
+        with self._call():
             # In the client's nursery, never cancelled by this caller (see the module doc).
             self._nursery.start_soon(self._perform, url, payload, request_headers, call)
             await call.done.wait()
-        finally:
-            self._calls -= 1
-            if self._calls == 0 and self._closing:
-                self._idle.set()
         assert call.result is not None
         return call.result.unwrap()
 
@@ -269,9 +237,6 @@ class HttpClient(AsyncResource):
             self._stats.responses_received += 1
             self._stats.bytes_received += len(response.content)
             return _ack(response)
-
-    def is_healthy(self) -> bool:
-        return self._nursery is not None and not self._closing
 
     def stats(self) -> ClientStats:
         active = idle = 0

@@ -244,3 +244,12 @@ async def test_worker_stops_with_requests_in_flight() -> None:
             await wait_until(lambda: worker.requests_in_flight == 1)
             nursery.cancel_scope.cancel()
     assert isinstance(worker, HttpTestWorker)
+
+
+async def test_keep_received_false_answers_and_keeps_nothing(protocol: str) -> None:
+    async with open_http_test_worker(keep_received=False) as worker, client(protocol) as http:
+        for _ in range(3):
+            response = await http.post(worker.url(), content=b"x" * 1000)
+            assert response.status_code == 202
+        assert worker.received == []
+        await wait_until(lambda: worker.requests_served == 3)

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+import trioplane
 import trioplane.testing
 from trioplane.testing import (
     Reply,
@@ -216,3 +217,20 @@ async def test_worker_shutdown_closes_open_connections_at_once() -> None:
         with pytest.raises(trio_websocket.ConnectionClosed):
             await ws.get_message()
         await ws.aclose()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "websocket"])
+async def test_keep_received_false_answers_and_keeps_nothing(kind: str) -> None:
+    opener = (
+        trioplane.testing.open_tcp_test_worker
+        if kind == "tcp"
+        else trioplane.testing.open_websocket_test_worker
+    )
+    async with (
+        opener(keep_received=False) as worker,
+        trioplane.open_request_plane() as plane,
+    ):
+        for _ in range(3):
+            assert await plane.send_request(worker.address("p"), b"x" * 1000) == b""
+        assert worker.received == []
+        assert worker.connections_accepted == 1

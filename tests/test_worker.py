@@ -199,6 +199,9 @@ async def test_http_plane_answers_as_dynamo_1_2_1(tmp_path: Path) -> None:
         base = instance.address.split("/v1/rpc/")[0]
         with pytest.raises(trioplane.WorkerUnavailable, match="Endpoint not found"):
             await http.send_request(f"{base}/v1/rpc/nope", b"x")
+        await http.send_request(instance.address, b'{"n": 0}')
+        assert w._http is not None
+        assert w._http.received == []  # a long-running worker keeps no request bodies
 
 
 def test_bad_transports(monkeypatch: pytest.MonkeyPatch) -> None:

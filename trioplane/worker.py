@@ -218,6 +218,7 @@ class Worker:
             host=self.host,
             port=self.http_port,
             max_body_size=self.max_frame_size,
+            keep_received=False,  # a worker runs for long: keep no request bodies
         )
         await nursery.start(self._http.serve)
         return f"http://{format_host_port(self.advertise_host, self._http.port)}{HTTP_ROOT}"

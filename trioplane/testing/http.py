@@ -146,8 +146,10 @@ class HttpTestWorker:
     #: Seconds an idle connection stays open (hypercorn's default).
     keep_alive_timeout: float = 5.0
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
-    #: Every request, in the order their bodies were complete.
+    #: Every request, in the order their bodies were complete (when ``keep_received``).
     received: list[HttpRequest] = field(default_factory=list)
+    #: False: keep nothing in ``received`` (a long run's memory stays flat).
+    keep_received: bool = True
     #: Requests answered (any status).
     requests_served: int = 0
     #: Requests whose caller left before the answer (e.g. an HTTP/2 ``RST_STREAM``).
@@ -221,7 +223,8 @@ class HttpTestWorker:
             client=(client[0], client[1]) if client is not None else None,
             complete=not disconnected,
         )
-        self.received.append(request)
+        if self.keep_received:
+            self.received.append(request)
         if disconnected:
             self.requests_abandoned += 1
             return
@@ -302,6 +305,7 @@ async def open_http_test_worker(
     keep_alive_max_requests: int | None = None,
     keep_alive_timeout: float = 5.0,
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
+    keep_received: bool = True,
 ) -> AsyncIterator[HttpTestWorker]:
     """Run an :class:`HttpTestWorker` for the duration of the block.
 
@@ -311,8 +315,9 @@ async def open_http_test_worker(
     and it then drops that request and every other one still in flight on the
     connection without an answer (their callers see the GOAWAY as an error).
     ``max_concurrent_streams`` is the HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
-    (Dynamo's is 200). Leaving the block stops the server at once: requests in
-    flight are dropped.
+    (Dynamo's is 200). ``keep_received=False`` keeps no request in ``received``
+    (a long run's memory stays flat). Leaving the block stops the server at once:
+    requests in flight are dropped.
     """
     worker = HttpTestWorker(
         policy=policy or accept_all,
@@ -324,6 +329,7 @@ async def open_http_test_worker(
         keep_alive_max_requests=keep_alive_max_requests,
         keep_alive_timeout=keep_alive_timeout,
         max_concurrent_streams=max_concurrent_streams,
+        keep_received=keep_received,
     )
     with collapse_groups():
         async with trio.open_nursery() as nursery:

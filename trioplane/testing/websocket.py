@@ -84,7 +84,10 @@ class WebSocketTestWorker(_LinkServer):
     port: int = 0
     policy: Policy = accept_all
     max_message_size: int = DEFAULT_MAX_FRAME_SIZE
+    #: Every request frame, in arrival order (when ``keep_received``).
     received: list[RequestFrame] = field(default_factory=list)
+    #: False: keep nothing in ``received`` (a long run's memory stays flat).
+    keep_received: bool = True
     connections_accepted: int = 0
     open_connections: int = 0
 
@@ -120,10 +123,15 @@ async def open_websocket_test_worker(
     host: str = "127.0.0.1",
     port: int = 0,
     max_message_size: int = DEFAULT_MAX_FRAME_SIZE,
+    keep_received: bool = True,
 ) -> AsyncIterator[WebSocketTestWorker]:
     """Run a :class:`WebSocketTestWorker` for the duration of the block."""
     worker = WebSocketTestWorker(
-        host=host, port=port, policy=policy, max_message_size=max_message_size
+        host=host,
+        port=port,
+        policy=policy,
+        max_message_size=max_message_size,
+        keep_received=keep_received,
     )
     async with _running(worker.serve):
         yield worker

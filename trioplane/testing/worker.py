@@ -263,8 +263,13 @@ class _LinkServer:
 
     policy: Policy
     received: list[RequestFrame]
+    keep_received: bool
     connections_accepted: int
     open_connections: int
+
+    def _record(self, frame: RequestFrame) -> None:
+        if self.keep_received:
+            self.received.append(frame)
 
     async def _serve_link(self, link: FrameLink, *, max_frame_size: int) -> None:
         self.connections_accepted += 1
@@ -273,7 +278,7 @@ class _LinkServer:
             await serve_frame_link(
                 link,
                 lambda frame: self.policy(frame),
-                on_frame=self.received.append,
+                on_frame=self._record,
                 max_frame_size=max_frame_size,
             )
         finally:
@@ -300,7 +305,10 @@ class TcpTestWorker(_LinkServer):
     port: int = 0
     policy: Policy = accept_all
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    #: Every request frame, in arrival order (when ``keep_received``).
     received: list[RequestFrame] = field(default_factory=list)
+    #: False: keep nothing in ``received`` (a long run's memory stays flat).
+    keep_received: bool = True
     connections_accepted: int = 0
     open_connections: int = 0
 
@@ -326,9 +334,16 @@ async def open_tcp_test_worker(
     host: str = "127.0.0.1",
     port: int = 0,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    keep_received: bool = True,
 ) -> AsyncIterator[TcpTestWorker]:
     """Run a :class:`TcpTestWorker` for the duration of the block."""
-    worker = TcpTestWorker(host=host, port=port, policy=policy, max_frame_size=max_frame_size)
+    worker = TcpTestWorker(
+        host=host,
+        port=port,
+        policy=policy,
+        max_frame_size=max_frame_size,
+        keep_received=keep_received,
+    )
     async with _running(worker.serve):
         yield worker
 
@@ -340,7 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     async def run() -> None:
-        async with open_tcp_test_worker(host=args.host, port=args.port) as worker:
+        async with open_tcp_test_worker(
+            host=args.host, port=args.port, keep_received=False
+        ) as worker:
             print(f"listening {worker.host}:{worker.port}", flush=True)
             await trio.sleep_forever()
 

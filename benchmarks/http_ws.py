@@ -1,13 +1,14 @@
 """trioplane's HTTP and WebSocket clients vs the bare libraries they are built on.
 
-Same servers, same run: the trioplane test workers in the benchmark's process
-(hypercorn for HTTP, serving HTTP/1.1 and h2c; trio-websocket's server for
-WebSocket), and for the ``dyn-*`` rows a real Dynamo 1.2.1 worker's HTTP plane in
-its own process (Rust, hyper). Concurrency 1 and 64, bodies of 100 B and 1 MiB.
+Same servers, same run. The HTTP servers run in a process of their own, as a
+real server would: trioplane's test worker (hypercorn's Trio server, HTTP/1.1
+and h2c) for the ``h1``/``h2`` rows, a real Dynamo 1.2.1 worker's HTTP plane
+(Rust, hyper) for the ``dyn-*`` rows. The WebSocket server (trio-websocket's)
+runs in the client's process. Concurrency 1 and 64, bodies of 100 B and 1 MiB.
 The baselines:
 
 * HTTP: a bare ``httpx.AsyncClient`` posting the same bodies (same limits, same
-  HTTP version);
+  HTTP version, same content-type header);
 * WebSocket: bare trio-websocket on one connection, requests pipelined with the
   least glue that works (a reader task handing acks back in FIFO order).
 
@@ -75,15 +76,9 @@ async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> flo
 
 
 @contextlib.asynccontextmanager
-async def http_sender(h2: bool, impl: str, url: str | None) -> AsyncIterator[Send]:
-    """A send function posting to ``url`` (a Dynamo worker's) or an in-process test worker."""
+async def http_sender(h2: bool, impl: str, url: str) -> AsyncIterator[Send]:
+    """A send function posting to ``url``."""
     async with contextlib.AsyncExitStack() as stack:
-        if url is None:
-            worker = await stack.enter_async_context(
-                open_http_test_worker(max_body_size=2 * 1024 * 1024)
-            )
-            url = worker.url("generate")
-        target = url
         if impl == "bare":
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
             bare = await stack.enter_async_context(
@@ -91,7 +86,7 @@ async def http_sender(h2: bool, impl: str, url: str | None) -> AsyncIterator[Sen
             )
 
             async def bare_send(data: bytes) -> object:
-                response = await bare.post(target, content=data, headers=OCTETS)
+                response = await bare.post(url, content=data, headers=OCTETS)
                 assert response.status_code == 202
                 return response
 
@@ -104,13 +99,13 @@ async def http_sender(h2: bool, impl: str, url: str | None) -> AsyncIterator[Sen
         )
 
         async def ours(data: bytes) -> object:
-            return await client.send_request(target, data)
+            return await client.send_request(url, data)
 
         yield ours
 
 
 async def http_rate(
-    h2: bool, impl: str, body: bytes, concurrency: int, seconds: float, url: str | None
+    h2: bool, impl: str, body: bytes, concurrency: int, seconds: float, url: str
 ) -> float:
     async with http_sender(h2, impl, url) as send:
         return await rate(send, body, concurrency, seconds)
@@ -189,9 +184,33 @@ def run_one(
     if plane == "ws":
         result = trio.run(ws_rate, impl, body, concurrency, seconds)
     else:
+        assert url is not None, "an HTTP plane needs --url"
         h2 = plane.endswith("h2")
         result = trio.run(http_rate, h2, impl, body, concurrency, seconds, url)
     print(result)
+
+
+async def serve_http() -> None:
+    """Run trioplane's HTTP test worker until killed; print its URL when it listens."""
+    async with open_http_test_worker(max_body_size=2 * 1024 * 1024) as worker:
+        print(worker.url("generate"), flush=True)
+        await trio.sleep_forever()
+
+
+@contextlib.contextmanager
+def hypercorn_http_worker() -> Iterator[str]:
+    """trioplane's HTTP test worker (hypercorn) in its own process; yields its URL."""
+    command = [sys.executable, __file__, "--serve-http"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        if not url:
+            raise RuntimeError(f"the HTTP test worker exited with {process.wait()}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
 
 
 @contextlib.contextmanager
@@ -223,8 +242,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--planes", default=",".join(PLANES), help="a comma-separated subset")
     parser.add_argument("--one", nargs=4, metavar=("PLANE", "IMPL", "SIZE", "CONC"))
-    parser.add_argument("--url", help="with --one: the Dynamo worker's URL")
+    parser.add_argument("--url", help="with --one: the HTTP worker's URL")
+    parser.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_http:
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(serve_http)
+        return
     if args.one:
         plane, impl, size, concurrency = args.one
         run_one(plane, impl, int(size), int(concurrency), args.seconds, args.url)
@@ -235,11 +259,13 @@ def main() -> None:
     if wanted - set(PLANES):
         parser.error(f"unknown planes {sorted(wanted - set(PLANES))}; known: {list(PLANES)}")
     with contextlib.ExitStack() as stack:
-        url = None
+        urls: dict[str, str | None] = {"ws": None}
+        if wanted & {"h1", "h2"}:
+            urls["h1"] = urls["h2"] = stack.enter_context(hypercorn_http_worker())
         if wanted & {"dyn-h1", "dyn-h2"}:
-            url = stack.enter_context(dynamo_http_worker())
+            urls["dyn-h1"] = urls["dyn-h2"] = stack.enter_context(dynamo_http_worker())
         for plane in [plane for plane in PLANES if plane in wanted]:
-            report(plane, PLANES[plane], url if plane.startswith("dyn") else None, args)
+            report(plane, PLANES[plane], urls[plane], args)
 
 
 def report(plane: str, label: str, url: str | None, args: argparse.Namespace) -> None:

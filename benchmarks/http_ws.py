@@ -192,7 +192,7 @@ def run_one(
 
 async def serve_http() -> None:
     """Run trioplane's HTTP test worker until killed; print its URL when it listens."""
-    async with open_http_test_worker(max_body_size=2 * 1024 * 1024) as worker:
+    async with open_http_test_worker(max_body_size=2 * 1024 * 1024, keep_received=False) as worker:
         print(worker.url("generate"), flush=True)
         await trio.sleep_forever()
 

@@ -13,11 +13,13 @@ The baselines:
   least glue that works (a reader task handing acks back in FIFO order).
 
 Each measurement runs in a fresh process (a process that has just pushed
-1 MiB bodies is measurably slower at the next run, whichever client it was), in
-alternating order; each case reports its best of ``--rounds`` rounds. The ratio
-is trioplane / bare (1.0 = no cost).
+1 MiB bodies is measurably slower at the next run, whichever client it was). A
+round measures both clients back to back, in alternating order; the ratio
+(trioplane / bare, 1.0 = no cost) is the median of the rounds' ratios, so that a
+slow spell of this shared machine (runs of the same code differ by 15-20%) moves
+both sides of a ratio alike. The req/s columns are medians too.
 
-    python benchmarks/http_ws.py [--seconds 2] [--rounds 3] [--planes h1,h2,ws,dyn-h1,dyn-h2]
+    python benchmarks/http_ws.py [--seconds 2] [--rounds 5] [--planes h1,h2,ws,dyn-h1,dyn-h2]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +57,9 @@ PLANES = {
     "dyn-h2": "dyn h2c",
 }
 Send = Callable[[bytes], Awaitable[object]]
+#: Per request, both clients: 64 bodies of 1 MiB share one h2 connection's window, and
+#: on a slow spell of this machine one of them can wait longer than the default 5 s.
+TIMEOUT = 30.0
 
 
 async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> float:
@@ -82,7 +88,7 @@ async def http_sender(h2: bool, impl: str, url: str) -> AsyncIterator[Send]:
         if impl == "bare":
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
             bare = await stack.enter_async_context(
-                httpx.AsyncClient(http1=not h2, http2=h2, limits=limits)
+                httpx.AsyncClient(http1=not h2, http2=h2, limits=limits, timeout=TIMEOUT)
             )
 
             async def bare_send(data: bytes) -> object:
@@ -94,7 +100,10 @@ async def http_sender(h2: bool, impl: str, url: str) -> AsyncIterator[Send]:
             return
         client = await stack.enter_async_context(
             trioplane.open_http_client(
-                http2=h2, max_keepalive_connections=100, max_body_size=2 * 1024 * 1024
+                http2=h2,
+                max_keepalive_connections=100,
+                max_body_size=2 * 1024 * 1024,
+                ack_timeout=TIMEOUT,
             )
         )
 
@@ -173,8 +182,10 @@ def measure(
     command += ["--seconds", str(seconds)]
     if url is not None:
         command += ["--url", url]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return float(output)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[1:])} failed:\n{done.stderr}")
+    return float(done.stdout)
 
 
 def run_one(
@@ -239,7 +250,7 @@ def dynamo_http_worker() -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--planes", default=",".join(PLANES), help="a comma-separated subset")
     parser.add_argument("--one", nargs=4, metavar=("PLANE", "IMPL", "SIZE", "CONC"))
     parser.add_argument("--url", help="with --one: the HTTP worker's URL")
@@ -253,7 +264,10 @@ def main() -> None:
         plane, impl, size, concurrency = args.one
         run_one(plane, impl, int(size), int(concurrency), args.seconds, args.url)
         return
-    print(f"best of {args.rounds} rounds of {args.seconds:g} s; ratio = trioplane / bare")
+    print(
+        f"medians of {args.rounds} rounds of {args.seconds:g} s each; ratio = trioplane / bare"
+        " (its lowest and highest round in brackets)"
+    )
     print(f"{'plane':<13}{'body':>7}{'conc':>6}{'bare req/s':>12}{'trioplane':>11}{'ratio':>7}")
     wanted = set(args.planes.split(","))
     if wanted - set(PLANES):
@@ -271,16 +285,16 @@ def main() -> None:
 def report(plane: str, label: str, url: str | None, args: argparse.Namespace) -> None:
     for size_label, size in SIZES.items():
         for concurrency in (1, 64):
-            best = {"bare": 0.0, "ours": 0.0}
+            rates: dict[str, list[float]] = {"bare": [], "ours": []}
             for round_ in range(args.rounds):
                 order = ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare")
                 for impl in order:
-                    value = measure(plane, impl, size, concurrency, args.seconds, url)
-                    best[impl] = max(best[impl], value)
-            bare, ours = best["bare"], best["ours"]
+                    rates[impl].append(measure(plane, impl, size, concurrency, args.seconds, url))
+            ratios = [ours / bare for bare, ours in zip(rates["bare"], rates["ours"], strict=True)]
+            bare, ours = statistics.median(rates["bare"]), statistics.median(rates["ours"])
             print(
                 f"{label:<13}{size_label:>7}{concurrency:>6}{bare:>12,.0f}{ours:>11,.0f}"
-                f"{ours / bare:>7.2f}",
+                f"{statistics.median(ratios):>7.2f}  [{min(ratios):.2f}-{max(ratios):.2f}]",
                 flush=True,
             )
 

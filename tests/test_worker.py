@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import trio
 
 import trioplane
+import trioplane.worker
 from trioplane.discovery import FileDiscovery, instance_key
 from trioplane.worker import RequestContext, open_worker
 
@@ -120,6 +122,34 @@ async def test_registration_follows_dynamo_file_backend(tmp_path: Path) -> None:
         assert instance.request_plane_codec == "msgpack"
         assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp_")]
     assert not path.exists()  # removed on a clean exit
+
+
+async def test_registration_file_io_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: dict[str, bool] = {}
+    worker_class = trioplane.worker.Worker
+    for name in ("_write_registrations", "_touch_registrations", "_remove_registrations"):
+        original = getattr(worker_class, name)
+
+        def spy(self: Any, _name: str = name, _original: Any = original) -> None:
+            threads[_name] = threading.current_thread() is not threading.main_thread()
+            _original(self)
+
+        monkeypatch.setattr(worker_class, name, spy)
+    monkeypatch.setattr(trioplane.worker, "REFRESH_INTERVAL", 0.01)
+    async with open_worker({"ns.w.count": count}, discovery_root=tmp_path):
+        await wait_until(lambda: "_touch_registrations" in threads)
+    assert threads == dict.fromkeys(threads, True)
+    assert len(threads) == 3
+
+
+async def test_a_cancelled_worker_still_deregisters(tmp_path: Path) -> None:
+    with trio.move_on_after(0.2):
+        async with open_worker({"ns.w.count": count}, discovery_root=tmp_path) as worker:
+            await trio.sleep_forever()
+    assert worker.instances
+    assert not list((tmp_path / "v1" / "instances").iterdir())
 
 
 async def test_unknown_paths_and_overload_are_acked_as_dynamo_does(tmp_path: Path) -> None:

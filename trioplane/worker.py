@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
 #: How often a registration file's mtime is refreshed (Dynamo: stale after 10 s).
 REFRESH_INTERVAL = 3.0
+#: How long closing waits for the discovery records' removal (a hung file system).
+DEREGISTER_TIMEOUT = 5.0
 #: How long a finished stream waits for the caller to close (as Dynamo).
 SENTINEL_WAIT = 10.0
 OVERLOADED = "Server overloaded: worker at capacity"
@@ -163,6 +165,7 @@ class Worker:
         self._routes: dict[str, tuple[Handler, Instance]] = {}
         self._active = 0
         self._calls: trio.Nursery | None = None
+        self._deregistered = False
         self._accepting = trio.CancelScope()
         self._idle = trio.Event()
 
@@ -180,12 +183,12 @@ class Worker:
                         if "nats" in self.transports:
                             await self._serve_nats_plane(service)
                         if self.register:
-                            self._write_registrations()
+                            await trio.to_thread.run_sync(self._write_registrations)
                             service.start_soon(self._refresh_registrations)
                         task_status.started(list(self.instances))
                         await trio.sleep_forever()
         finally:
-            self._remove_registrations()
+            await self._deregister()
 
     async def _listen(self, nursery: trio.Nursery) -> dict[str, str]:
         """Open the TCP and WebSocket listeners; each plane's address base."""
@@ -254,7 +257,7 @@ class Worker:
     async def aclose(self) -> None:
         """Stop accepting, deregister; calls in flight get ``grace_period``, then are cancelled."""
         with trio.CancelScope(shield=True):
-            self._remove_registrations()
+            await self._deregister()
             self._accepting.cancel()
             if self._active:
                 with trio.move_on_after(self.grace_period):
@@ -267,6 +270,8 @@ class Worker:
     def _path_of(self, instance: Instance) -> Path:
         return self.discovery_root / "v1" / "instances" / instance_key(instance)
 
+    # File I/O runs in a thread: a discovery root may sit on a slow or network file system.
+
     def _write_registrations(self) -> None:
         for instance in self.instances:
             path = self._path_of(instance)
@@ -278,16 +283,26 @@ class Worker:
     async def _refresh_registrations(self) -> None:
         while True:
             await trio.sleep(REFRESH_INTERVAL)
-            now = time.time()
-            for instance in self.instances:
-                with suppress(OSError):
-                    os.utime(self._path_of(instance), (now, now))
+            await trio.to_thread.run_sync(self._touch_registrations, abandon_on_cancel=True)
+
+    def _touch_registrations(self) -> None:
+        now = time.time()
+        for instance in self.instances:
+            with suppress(OSError):
+                os.utime(self._path_of(instance), (now, now))
+
+    async def _deregister(self) -> None:
+        """Remove the discovery records (once), even when cancelled, within a timeout."""
+        if not self.register or self._deregistered:
+            return
+        self._deregistered = True
+        with trio.CancelScope(shield=True), trio.move_on_after(DEREGISTER_TIMEOUT):
+            await trio.to_thread.run_sync(self._remove_registrations, abandon_on_cancel=True)
 
     def _remove_registrations(self) -> None:
-        if self.register:
-            for instance in self.instances:
-                with suppress(OSError):
-                    self._path_of(instance).unlink()
+        for instance in self.instances:
+            with suppress(OSError):
+                self._path_of(instance).unlink()
 
     # -- the request plane ---------------------------------------------------------------
 

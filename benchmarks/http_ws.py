@@ -12,14 +12,15 @@ The baselines:
 * WebSocket: bare trio-websocket on one connection, requests pipelined with the
   least glue that works (a reader task handing acks back in FIFO order).
 
-Each measurement runs in a fresh process (a process that has just pushed
-1 MiB bodies is measurably slower at the next run, whichever client it was). A
-round measures both clients back to back, in alternating order; the ratio
-(trioplane / bare, 1.0 = no cost) is the median of the rounds' ratios, so that a
-slow spell of this shared machine (runs of the same code differ by 15-20%) moves
-both sides of a ratio alike. The req/s columns are medians too.
+This shared machine is noisy: runs of the same code a minute apart differ by
+15-20%. So both clients are measured in the same process, in turns (``--slices``
+per client, in alternating order: bare, trioplane, trioplane, bare, ...), so that
+a slow spell slows both alike; a process that has pushed 1 MiB bodies stays
+slower for a while, which the turns share out too. Each round runs in a fresh
+process; the ratio (trioplane / bare, 1.0 = no cost) is the median of the rounds'
+ratios, the req/s columns medians too.
 
-    python benchmarks/http_ws.py [--seconds 2] [--rounds 5] [--planes h1,h2,ws,dyn-h1,dyn-h2]
+    python benchmarks/http_ws.py [--seconds 2] [--slices 4] [--rounds 5] [--planes h1,h2,...]
 """
 
 from __future__ import annotations
@@ -57,14 +58,14 @@ PLANES = {
     "dyn-h2": "dyn h2c",
 }
 Send = Callable[[bytes], Awaitable[object]]
+IMPLS = ("bare", "ours")
 #: Per request, both clients: 64 bodies of 1 MiB share one h2 connection's window, and
 #: on a slow spell of this machine one of them can wait longer than the default 5 s.
 TIMEOUT = 30.0
 
 
-async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> float:
-    """Requests/s with ``concurrency`` tasks calling ``send`` for ``seconds``."""
-    await send(body)  # connect and warm up outside the window
+async def count_for(send: Send, body: bytes, concurrency: int, seconds: float) -> tuple[int, float]:
+    """``concurrency`` tasks calling ``send`` for ``seconds``: requests done, time taken."""
     count = 0
     deadline = trio.current_time() + seconds
 
@@ -78,7 +79,25 @@ async def rate(send: Send, body: bytes, concurrency: int, seconds: float) -> flo
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(caller)
-    return count / (trio.current_time() - start)
+    return count, trio.current_time() - start
+
+
+async def interleaved_rates(
+    senders: dict[str, Send], body: bytes, concurrency: int, seconds: float, slices: int
+) -> dict[str, float]:
+    """Requests/s of each sender over ``seconds``, taken in ``slices`` turns in
+    alternating order (A B, B A, ...), so that a slow spell slows both alike."""
+    for send in senders.values():
+        await send(body)  # connect and warm up outside the window
+    done = dict.fromkeys(senders, 0)
+    took = dict.fromkeys(senders, 0.0)
+    names = list(senders)
+    for turn in range(slices):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            count, elapsed = await count_for(senders[name], body, concurrency, seconds / slices)
+            done[name] += count
+            took[name] += elapsed
+    return {name: done[name] / took[name] for name in names}
 
 
 @contextlib.asynccontextmanager
@@ -113,13 +132,6 @@ async def http_sender(h2: bool, impl: str, url: str) -> AsyncIterator[Send]:
         yield ours
 
 
-async def http_rate(
-    h2: bool, impl: str, body: bytes, concurrency: int, seconds: float, url: str
-) -> float:
-    async with http_sender(h2, impl, url) as send:
-        return await rate(send, body, concurrency, seconds)
-
-
 class BarePipeline:
     """Bare trio-websocket, pipelined: one reader hands acks back in request order."""
 
@@ -146,59 +158,65 @@ class BarePipeline:
         return None
 
 
-async def ws_rate(impl: str, body: bytes, concurrency: int, seconds: float) -> float:
-    async with open_websocket_test_worker() as worker:
-        path = "0/bench/ws/generate"
-        url = worker.address(path)
-        if impl == "bare":
-            async with trio.open_nursery() as nursery:
-                ws = await trio_websocket.connect_websocket_url(
-                    nursery, url, message_queue_size=64, max_message_size=8 * 1024 * 1024
-                )
-                bare = BarePipeline(ws)
-                nursery.start_soon(bare.reader)
-                result = await rate(
-                    lambda data: bare.send(encode_request_frame(path, None, data)),
-                    body,
-                    concurrency,
-                    seconds,
-                )
-                await ws.aclose()
-                nursery.cancel_scope.cancel()
-            return result
-        async with trioplane.open_websocket_client(max_message_size=8 * 1024 * 1024) as client:
+@contextlib.asynccontextmanager
+async def ws_sender(impl: str, url: str, path: str) -> AsyncIterator[Send]:
+    """A send function for the WebSocket test worker at ``url``."""
+    if impl == "bare":
+        async with trio.open_nursery() as nursery:
+            ws = await trio_websocket.connect_websocket_url(
+                nursery, url, message_queue_size=64, max_message_size=8 * 1024 * 1024
+            )
+            pipeline = BarePipeline(ws)
+            nursery.start_soon(pipeline.reader)
+            yield lambda data: pipeline.send(encode_request_frame(path, None, data))
+            await ws.aclose()
+            nursery.cancel_scope.cancel()
+        return
+    async with trioplane.open_websocket_client(max_message_size=8 * 1024 * 1024) as client:
 
-            async def ours(data: bytes) -> object:
-                return await client.send_request(url, data)
+        async def ours(data: bytes) -> object:
+            return await client.send_request(url, data)
 
-            return await rate(ours, body, concurrency, seconds)
+        yield ours
+
+
+async def pair_rates(
+    plane: str, body: bytes, concurrency: int, seconds: float, slices: int, url: str | None
+) -> dict[str, float]:
+    """Both clients' requests/s, in one process, interleaved (see :func:`interleaved_rates`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        senders: dict[str, Send] = {}
+        if plane == "ws":
+            worker = await stack.enter_async_context(
+                open_websocket_test_worker(keep_received=False)
+            )
+            path = "0/bench/ws/generate"
+            for impl in IMPLS:
+                senders[impl] = await stack.enter_async_context(
+                    ws_sender(impl, worker.address(path), path)
+                )
+        else:
+            assert url is not None, "an HTTP plane needs --url"
+            for impl in IMPLS:
+                senders[impl] = await stack.enter_async_context(
+                    http_sender(plane.endswith("h2"), impl, url)
+                )
+        return await interleaved_rates(senders, body, concurrency, seconds, slices)
 
 
 def measure(
-    plane: str, impl: str, size: int, concurrency: int, seconds: float, url: str | None
-) -> float:
-    """One measurement in a fresh process, so neither side inherits the other's heap."""
-    command = [sys.executable, __file__, "--one", plane, impl, str(size), str(concurrency)]
-    command += ["--seconds", str(seconds)]
+    plane: str, size: int, concurrency: int, args: argparse.Namespace, url: str | None
+) -> dict[str, float]:
+    """One round in a fresh process (a process that has pushed 1 MiB bodies stays slower)."""
+    command = [sys.executable, __file__, "--one", plane, str(size), str(concurrency)]
+    command += ["--seconds", str(args.seconds), "--slices", str(args.slices)]
     if url is not None:
         command += ["--url", url]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[1:])} failed:\n{done.stderr}")
-    return float(done.stdout)
-
-
-def run_one(
-    plane: str, impl: str, size: int, concurrency: int, seconds: float, url: str | None
-) -> None:
-    body = b"x" * size
-    if plane == "ws":
-        result = trio.run(ws_rate, impl, body, concurrency, seconds)
-    else:
-        assert url is not None, "an HTTP plane needs --url"
-        h2 = plane.endswith("h2")
-        result = trio.run(http_rate, h2, impl, body, concurrency, seconds, url)
-    print(result)
+    rates = [float(word) for word in done.stdout.split()]
+    return dict(zip(IMPLS, rates, strict=True))
 
 
 async def serve_http() -> None:
@@ -249,10 +267,11 @@ def dynamo_http_worker() -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per client and round")
+    parser.add_argument("--slices", type=int, default=4, help="turns per client and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--planes", default=",".join(PLANES), help="a comma-separated subset")
-    parser.add_argument("--one", nargs=4, metavar=("PLANE", "IMPL", "SIZE", "CONC"))
+    parser.add_argument("--one", nargs=3, metavar=("PLANE", "SIZE", "CONC"), help="one round")
     parser.add_argument("--url", help="with --one: the HTTP worker's URL")
     parser.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,12 +280,17 @@ def main() -> None:
             trio.run(serve_http)
         return
     if args.one:
-        plane, impl, size, concurrency = args.one
-        run_one(plane, impl, int(size), int(concurrency), args.seconds, args.url)
+        plane, size, concurrency = args.one
+        body = b"x" * int(size)
+        rates = trio.run(
+            pair_rates, plane, body, int(concurrency), args.seconds, args.slices, args.url
+        )
+        print(*(rates[impl] for impl in IMPLS))
         return
     print(
-        f"medians of {args.rounds} rounds of {args.seconds:g} s each; ratio = trioplane / bare"
-        " (its lowest and highest round in brackets)"
+        f"{args.rounds} rounds, each in a fresh process: {args.seconds:g} s per client in"
+        f" {args.slices} alternating turns. Medians; ratio = trioplane / bare (its lowest and"
+        " highest round in brackets)"
     )
     print(f"{'plane':<13}{'body':>7}{'conc':>6}{'bare req/s':>12}{'trioplane':>11}{'ratio':>7}")
     wanted = set(args.planes.split(","))
@@ -285,11 +309,10 @@ def main() -> None:
 def report(plane: str, label: str, url: str | None, args: argparse.Namespace) -> None:
     for size_label, size in SIZES.items():
         for concurrency in (1, 64):
-            rates: dict[str, list[float]] = {"bare": [], "ours": []}
-            for round_ in range(args.rounds):
-                order = ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare")
-                for impl in order:
-                    rates[impl].append(measure(plane, impl, size, concurrency, args.seconds, url))
+            rates: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+            for _ in range(args.rounds):
+                for impl, value in measure(plane, size, concurrency, args, url).items():
+                    rates[impl].append(value)
             ratios = [ours / bare for bare, ours in zip(rates["bare"], rates["ours"], strict=True)]
             bare, ours = statistics.median(rates["bare"]), statistics.median(rates["ours"])
             print(

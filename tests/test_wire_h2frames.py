@@ -5,10 +5,11 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trioplane.wire.h2frames import GOAWAY, SETTINGS, GoawayWatch, frame_header
+from trioplane.wire.h2frames import GOAWAY, PING, SETTINGS, GoawayWatch, frame_header, ping_frame
 
 from .conftest import split_at
 
@@ -115,3 +116,15 @@ def test_garbage_never_raises_and_never_reports_without_a_goaway_frame(garbage: 
     if result.last_stream_id is not None:
         assert not result.broken
         assert garbage[3] == SETTINGS  # it took the garbage for a SETTINGS frame first
+
+
+def test_ping_frame_is_what_h2_reads_as_a_ping_and_answers() -> None:
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    events = server.receive_data(preface + EMPTY_SETTINGS + ping_frame(b"12345678"))
+    pings = [e for e in events if isinstance(e, h2.events.PingReceived)]
+    assert [p.ping_data for p in pings] == [b"12345678"]
+    assert server.data_to_send().endswith(frame_header(8, PING, 1, 0) + b"12345678")  # ACK
+    with pytest.raises(ValueError, match="8 bytes"):
+        ping_frame(b"short")

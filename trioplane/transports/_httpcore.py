@@ -9,6 +9,14 @@ attempt learns which connection it used (:func:`attempting`). When it fails,
 GOAWAY, if there was one: the requests above it were never processed and may be
 sent again.
 
+The watched stream also works around an httpcore (1.0.x) stall: a request waiting
+for HTTP/2 flow-control window may read the connection after another request's
+read already brought the ``WINDOW_UPDATE`` it waits for (pydantic/httpx2 issue
+1133). If the server then has nothing more to send, that read blocks until its
+timeout, holding the connection's read lock. Such a read, when nothing arrives
+within :data:`WINDOW_NUDGE_AFTER`, sends the server a PING: its answer ends the
+read, and httpcore looks at its window again.
+
 Errors are httpcore's own (``httpcore.ConnectError``, ``httpcore.WriteError``, ...),
 not httpx's copies of them.
 """
@@ -26,7 +34,7 @@ import httpcore
 import httpx
 import trio
 
-from trioplane.wire.h2frames import GoawayWatch
+from trioplane.wire.h2frames import GoawayWatch, ping_frame
 
 __all__ = ["Attempt", "WatchedTransport", "attempting"]
 
@@ -35,6 +43,10 @@ GOAWAY_LOOKUP_TIMEOUT = 0.05
 #: At most this much unread data is held for httpcore after a failed write.
 MAX_UNREAD = 256 * 1024
 READ_SIZE = 64 * 1024
+#: A read made while waiting for flow-control window that brings nothing for this
+#: long sends a PING (see the module doc): at most one PING per read.
+WINDOW_NUDGE_AFTER = 0.1
+NUDGE_PING = ping_frame(b"trioplan")
 
 
 class Attempt:
@@ -42,12 +54,16 @@ class Attempt:
 
     Set by the connection's first write from the attempt's own task, which is
     where httpcore sends a request's headers; see :func:`attempting`.
+    ``sending_body`` is for the attempt's owner to keep (from httpcore's trace):
+    True while httpcore sends the body, when any read it makes in this attempt's
+    task waits for flow-control window.
     """
 
-    __slots__ = ("watch",)
+    __slots__ = ("sending_body", "watch")
 
     def __init__(self) -> None:
         self.watch: GoawayWatch | None = None
+        self.sending_body = False
 
     def goaway_last_stream_id(self, error: BaseException) -> int | None:
         """The lowest last stream id any GOAWAY of this attempt's connection named.
@@ -94,6 +110,8 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
         self.watch = GoawayWatch()
         self._goaway_seen = trio.Event()
         self._unread = b""  # read while looking for a GOAWAY, not yet given to httpcore
+        self._write_lock = trio.Lock()  # httpcore's writes and a nudge's PING, whole
+        self.pings_sent = 0
 
     def _feed(self, data: bytes) -> None:
         self.watch.feed(data)
@@ -104,16 +122,33 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
         if self._unread:
             data, self._unread = self._unread[:max_bytes], self._unread[max_bytes:]
             return data
-        data = await self._inner.read(max_bytes, timeout)
+        attempt = _ATTEMPT.get()
+        if attempt is not None and attempt.sending_body:
+            data = await self._read_for_window(max_bytes, timeout)
+        else:
+            data = await self._inner.read(max_bytes, timeout)
         self._feed(data)
         return data
+
+    async def _read_for_window(self, max_bytes: int, timeout: float | None) -> bytes:
+        """httpcore's read while a request waits for flow-control window; nudged with
+        a PING when nothing comes (see the module doc). Cancelling trio's read loses
+        no data."""
+        with trio.move_on_after(WINDOW_NUDGE_AFTER):
+            return await self._inner.read(max_bytes, timeout)
+        self.pings_sent += 1
+        with contextlib.suppress(httpcore.NetworkError):  # the read reports a dead connection
+            async with self._write_lock:
+                await self._inner.write(NUDGE_PING, timeout)
+        return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         attempt = _ATTEMPT.get()
         if attempt is not None:
             attempt.watch = self.watch
         try:
-            await self._inner.write(buffer, timeout)
+            async with self._write_lock:
+                await self._inner.write(buffer, timeout)
         except httpcore.WriteError:
             # The server may have sent GOAWAY and closed: it is in the receive buffer.
             await self._look_for_goaway()

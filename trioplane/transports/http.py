@@ -285,6 +285,8 @@ class _Progress(Attempt):
         self.stream_id: int | None = None
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("http2.send_request_body."):
+            self.sending_body = event.endswith(".started")
         if event == "http2.send_request_headers.started":
             self.stream_id = info["stream_id"]
         elif event == "http2.send_request_headers.complete":

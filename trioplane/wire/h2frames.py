@@ -1,4 +1,4 @@
-"""Just enough HTTP/2 framing to notice a server's GOAWAY (sans-io).
+"""Just enough HTTP/2 framing to notice a server's GOAWAY, and to send a PING (sans-io).
 
 A GOAWAY's *last stream id* says which requests the server never processed: the
 streams above it (RFC 9113, section 6.8), which a client may send again. httpcore
@@ -10,11 +10,13 @@ alongside httpcore: frame headers, and the first 8 bytes of each GOAWAY.
 
 from __future__ import annotations
 
-__all__ = ["GOAWAY", "SETTINGS", "GoawayWatch", "frame_header"]
+__all__ = ["GOAWAY", "PING", "SETTINGS", "GoawayWatch", "frame_header", "ping_frame"]
 
 FRAME_HEADER_SIZE = 9
 GOAWAY = 0x7
+PING = 0x6
 SETTINGS = 0x4
+PING_DATA_SIZE = 8
 #: A GOAWAY's payload starts with the last stream id and the error code.
 GOAWAY_HEAD_SIZE = 8
 STREAM_ID_MASK = 0x7FFF_FFFF
@@ -27,6 +29,14 @@ def frame_header(length: int, frame_type: int, flags: int, stream_id: int) -> by
         + bytes((frame_type, flags))
         + (stream_id & STREAM_ID_MASK).to_bytes(4, "big")
     )
+
+
+def ping_frame(opaque_data: bytes) -> bytes:
+    """A PING frame (not an ACK) carrying 8 bytes of ``opaque_data``; the peer must
+    answer it with a PING ACK (RFC 9113, 6.7)."""
+    if len(opaque_data) != PING_DATA_SIZE:
+        raise ValueError(f"a PING carries exactly {PING_DATA_SIZE} bytes")
+    return frame_header(PING_DATA_SIZE, PING, 0, 0) + opaque_data
 
 
 class GoawayWatch:

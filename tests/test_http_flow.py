@@ -19,27 +19,19 @@ import trio
 
 import trioplane
 
+from .h2servers import LoopbackH2Server
+
 #: Enough window for every body of the test at once.
 WIDE_OPEN = 16 * 1024 * 1024
 #: HTTP/2's initial window: what a client may send before the first WINDOW_UPDATE.
 INITIAL_WINDOW = 65535
 
 
-class WindowHoldingServer:
+class WindowHoldingServer(LoopbackH2Server):
     def __init__(self, uploads: int) -> None:
         self.uploads = uploads
         self.pings = 0
         self.bodies: list[int] = []
-        self.port = 0
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
-
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/rpc/generate"
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h2.connection.H2Connection(

@@ -27,6 +27,8 @@ import trioplane
 from trioplane.transports._httpcore import Attempt, _WatchedStream, attempting
 from trioplane.wire.h2frames import GoawayWatch
 
+from .h2servers import LoopbackH2Server
+
 
 @dataclasses.dataclass
 class _Connection:
@@ -39,7 +41,7 @@ class _Connection:
     last: int | None = None  # the last stream id of the GOAWAY sent
 
 
-class GoawayServer:
+class GoawayServer(LoopbackH2Server):
     """Each request carries its name in an ``x-name`` header, so the server knows
     even the requests whose bodies never arrived."""
 
@@ -49,16 +51,6 @@ class GoawayServer:
         self.dropped: list[bytes] = []  # at or below a GOAWAY, but never complete
         self.ignored = 0  # above a GOAWAY's last stream id: never processed
         self.connections = 0
-        self.port = 0
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
-
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/rpc/generate"
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1

@@ -111,7 +111,6 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
         self._goaway_seen = trio.Event()
         self._unread = b""  # read while looking for a GOAWAY, not yet given to httpcore
         self._write_lock = trio.Lock()  # httpcore's writes and a nudge's PING, whole
-        self.pings_sent = 0
 
     def _feed(self, data: bytes) -> None:
         self.watch.feed(data)
@@ -136,8 +135,8 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
         no data."""
         with trio.move_on_after(WINDOW_NUDGE_AFTER):
             return await self._inner.read(max_bytes, timeout)
-        self.pings_sent += 1
-        with contextlib.suppress(httpcore.NetworkError):  # the read reports a dead connection
+        # A connection too broken or too stuck for 17 bytes: the read below says so.
+        with contextlib.suppress(httpcore.NetworkError, httpcore.TimeoutException):
             async with self._write_lock:
                 await self._inner.write(NUDGE_PING, timeout)
         return await self._inner.read(max_bytes, timeout)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 import trioplane
 from trioplane.testing.http import HttpReply, HttpTestWorker, open_http_test_worker
@@ -85,6 +88,27 @@ async def test_cancelled_requests_do_not_leak(http_worker: HttpTestWorker, h2: b
         http_worker.policy = lambda request: HttpReply.accept()
         with trio.fail_after(30):
             assert await client.send_request(http_worker.url(), b"after") == b""
+
+
+async def test_https_trusts_what_the_ssl_context_trusts(h2: bool, tmp_path: Path) -> None:
+    """https: the caller's SSLContext decides whom to trust; ALPN picks HTTP/2 if asked."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "chain.pem", tmp_path / "key.pem"
+    certfile.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
+    keyfile.write_bytes(cert.private_key_pem.bytes())
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with open_http_test_worker(certfile=str(certfile), keyfile=str(keyfile)) as worker:
+        assert worker.url().startswith("https://127.0.0.1:")
+        async with trioplane.open_http_client(http2=h2, ssl_context=trusting) as client:
+            assert await client.send_request(worker.url(), b"secret") == b""
+        [request] = worker.received
+        assert (request.body, request.http_version) == (b"secret", "2" if h2 else "1.1")
+        async with trioplane.open_http_client(http2=h2) as system_trust:
+            with pytest.raises(trioplane.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await system_trust.send_request(worker.url(), b"x")
+    assert len(worker.received) == 1
 
 
 async def test_goaway_never_sends_a_request_twice(h2: bool) -> None:

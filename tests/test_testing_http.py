@@ -253,3 +253,12 @@ async def test_keep_received_false_answers_and_keeps_nothing(protocol: str) -> N
             assert response.status_code == 202
         assert worker.received == []
         await wait_until(lambda: worker.requests_served == 3)
+
+
+def test_https_needs_both_files() -> None:
+    async def main() -> None:
+        async with open_http_test_worker(certfile="chain.pem"):
+            pass  # pragma: no cover
+
+    with pytest.raises(ValueError, match="certfile and keyfile"):
+        trio.run(main)

@@ -20,6 +20,7 @@ __all__ = [
     "check_options",
     "collapse_groups",
     "iter_leaves",
+    "reason",
     "running",
     "unwrap_group",
 ]
@@ -32,6 +33,19 @@ def iter_leaves(exc: BaseException) -> Iterator[BaseException]:
             yield from iter_leaves(inner)
     else:
         yield exc
+
+
+def reason(exc: BaseException) -> str:
+    """The first non-empty message along ``exc``'s causes (httpcore and trio often wrap
+    an ``ssl`` or ``OSError`` message in an exception that has none)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; and never a cycle
+        if seen is None:
+            break
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return repr(exc)
 
 
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -150,6 +150,10 @@ class HttpTestWorker:
     received: list[HttpRequest] = field(default_factory=list)
     #: False: keep nothing in ``received`` (a long run's memory stays flat).
     keep_received: bool = True
+    #: PEM files of the server's certificate (chain) and key: serve https (ALPN: h2,
+    #: http/1.1). ``None``: plain text.
+    certfile: str | None = None
+    keyfile: str | None = None
     #: Requests answered (any status).
     requests_served: int = 0
     #: Requests whose caller left before the answer (e.g. an HTTP/2 ``RST_STREAM``).
@@ -159,7 +163,8 @@ class HttpTestWorker:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "http" if self.certfile is None else "https"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def url(self, endpoint: str | None = None) -> str:
         """``http://127.0.0.1:PORT/v1/rpc/<endpoint>`` (default: the first endpoint served)."""
@@ -175,6 +180,8 @@ class HttpTestWorker:
             config.keep_alive_max_requests = self.keep_alive_max_requests
         config.keep_alive_timeout = self.keep_alive_timeout
         config.h2_max_concurrent_streams = self.max_concurrent_streams
+        config.certfile = self.certfile
+        config.keyfile = self.keyfile
         config.include_server_header = False
         config.accesslog = None
         config.errorlog = logging.getLogger("trioplane.testing.http")
@@ -306,6 +313,8 @@ async def open_http_test_worker(
     keep_alive_timeout: float = 5.0,
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
     keep_received: bool = True,
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> AsyncIterator[HttpTestWorker]:
     """Run an :class:`HttpTestWorker` for the duration of the block.
 
@@ -316,7 +325,8 @@ async def open_http_test_worker(
     connection without an answer (their callers see the GOAWAY as an error).
     ``max_concurrent_streams`` is the HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
     (Dynamo's is 200). ``keep_received=False`` keeps no request in ``received``
-    (a long run's memory stays flat). Leaving the block stops the server at once:
+    (a long run's memory stays flat). ``certfile`` and ``keyfile`` (PEM) make it
+    serve https, HTTP/2 chosen by ALPN. Leaving the block stops the server at once:
     requests in flight are dropped.
     """
     worker = HttpTestWorker(
@@ -330,7 +340,11 @@ async def open_http_test_worker(
         keep_alive_timeout=keep_alive_timeout,
         max_concurrent_streams=max_concurrent_streams,
         keep_received=keep_received,
+        certfile=certfile,
+        keyfile=keyfile,
     )
+    if (certfile is None) != (keyfile is None):
+        raise ValueError("https needs both certfile and keyfile")
     with collapse_groups():
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.serve)

@@ -39,7 +39,7 @@ from trioplane._errors import (
     WorkerUnavailable,
 )
 from trioplane._types import ClientStats, Instance, StatsRecorder
-from trioplane._util import check_options, running
+from trioplane._util import check_options, reason, running
 from trioplane.transports._base import ManagedClient, split_url
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 
@@ -223,7 +223,7 @@ class HttpClient(ManagedClient):
                     raise ConnectError(f"connect to {url} timed out") from exc
                 raise AckTimeout(f"no answer from {url}: {exc!r}") from exc
             except httpcore.ConnectError as exc:
-                raise ConnectError(f"cannot connect to {url}: {exc}") from exc
+                raise ConnectError(f"cannot connect to {url}: {reason(exc)}") from exc
             except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
                 if (
                     attempts <= self.retries

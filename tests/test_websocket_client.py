@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -127,9 +128,11 @@ async def test_bad_answers_fail_the_request_and_the_next_reconnects(
         assert await client.send_request(address, b"y") == b""
 
 
-async def test_refused_connection_is_a_connect_error() -> None:
+async def test_refused_connection_is_a_connect_error_naming_the_url() -> None:
     async with trioplane.open_websocket_client(connect_timeout=2) as client:
-        with pytest.raises(trioplane.ConnectError):
+        with pytest.raises(
+            trioplane.ConnectError, match=re.escape("cannot connect to ws://127.0.0.1:1/p")
+        ):
             await client.send_request("ws://127.0.0.1:1/p", b"x")
 
 
@@ -174,6 +177,22 @@ async def test_wss_with_a_trusted_certificate() -> None:
         trioplane.open_websocket_client(ssl_context=client_context) as client,
     ):
         assert await client.send_request(f"wss://127.0.0.1:{port}/p", b"tls") == b"tls"
+
+
+async def test_wss_with_an_untrusted_certificate_fails_at_once_saying_why() -> None:
+    """Not a connect timeout: trio-websocket alone would wait for a WebSocket
+    handshake that a failed TLS handshake never brings."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_context)
+    async with (
+        ws_server(ssl_context=server_context) as (port, _),
+        trioplane.open_websocket_client(connect_timeout=60) as client,  # the system's CAs
+    ):
+        url = f"wss://127.0.0.1:{port}/p"
+        with pytest.raises(trioplane.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+            await client.send_request(url, b"x")
+        assert str(caught.value).startswith(f"TLS with {url} failed")
+        assert client.stats().active_connections + client.stats().idle_connections == 0
 
 
 async def test_warmup_connects_to_websocket_instances() -> None:

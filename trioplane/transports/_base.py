@@ -149,13 +149,19 @@ class PipelinedClient(ManagedClient, abc.ABC, Generic[K]):
         """Connect to the peer ``key``."""
 
     @abc.abstractmethod
+    def _peer_name(self, key: K) -> str:
+        """How errors name the peer ``key`` (its address)."""
+
+    @abc.abstractmethod
     def _warmup_key(self, instance: Instance) -> K | None:
         """The peer to warm up for ``instance``, or ``None`` if not this transport's."""
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def _serve(self, nursery: trio.Nursery) -> None:
-        self._pool = ConnectionPool(nursery, self._open_channel, self.options, self._stats)
+        self._pool = ConnectionPool(
+            nursery, self._open_channel, self.options, self._stats, self._peer_name
+        )
 
     def _refuse(self) -> None:
         if self._pool is not None:

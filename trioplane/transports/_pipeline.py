@@ -455,9 +455,11 @@ class ConnectionPool(Generic[K]):
         connect: Callable[[K], Awaitable[FrameChannel]],
         options: PoolOptions,
         stats: StatsRecorder,
+        name: Callable[[K], str] = str,
     ) -> None:
         self._nursery = nursery
         self._connect = connect
+        self._name = name  # of a peer, in errors: "127.0.0.1:8080", "ws://..."
         self.options = options
         self._stats = stats
         self._hosts: dict[K, _HostPool] = {}
@@ -529,15 +531,17 @@ class ConnectionPool(Generic[K]):
             with trio.fail_after(timeout):
                 channel = await self._connect(key)
         except trio.TooSlowError:
-            attempt.error = ConnectError(f"connect to {key} timed out after {timeout:g} s")
+            attempt.error = ConnectError(
+                f"connect to {self._name(key)} timed out after {timeout:g} s"
+            )
         except OSError as exc:
-            attempt.error = ConnectError(f"cannot connect to {key}: {exc}")
+            attempt.error = ConnectError(f"cannot connect to {self._name(key)}: {exc}")
         except TrioplaneError as exc:
             attempt.error = exc
         else:
             conn = PipelinedConnection(
                 channel,
-                name=str(key),
+                name=self._name(key),
                 max_in_flight=self.options.max_in_flight_per_connection,
                 ack_timeout=self.options.ack_timeout,
                 stats=self._stats,

@@ -18,7 +18,7 @@ from trioplane._errors import ConnectionLost
 from trioplane._sockets import ByteLink
 from trioplane._types import Instance
 from trioplane._util import check_options, running
-from trioplane.transports._base import PipelinedClient, split_host_port
+from trioplane.transports._base import PipelinedClient, format_host_port, split_host_port
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
 
@@ -155,6 +155,9 @@ class TcpClient(PipelinedClient[tuple[str, int]]):
     async def _open_channel(self, key: tuple[str, int]) -> FrameChannel:
         stream = await self._connector(*key)
         return StreamFrameChannel(stream, max_frame_size=self.max_frame_size)
+
+    def _peer_name(self, key: tuple[str, int]) -> str:
+        return format_host_port(*key)
 
     def _warmup_key(self, instance: Instance) -> tuple[str, int] | None:
         if instance.transport_kind != "tcp":

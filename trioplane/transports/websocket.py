@@ -23,7 +23,7 @@ import trio
 
 from trioplane._errors import ConnectError, ConnectionLost, ProtocolError
 from trioplane._types import Instance
-from trioplane._util import check_options, running
+from trioplane._util import check_options, reason, running
 from trioplane.transports._base import PipelinedClient, format_host_port, split_url
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, decode_ack, encode_request_frame
@@ -163,23 +163,46 @@ class WebSocketClient(PipelinedClient[WsKey]):
         return key, frame
 
     async def _open_channel(self, key: WsKey) -> FrameChannel:
+        """TCP, then TLS (``wss``), then the WebSocket handshake, each failure named.
+
+        The TLS handshake is done here, not by trio-websocket, which waits
+        forever for a WebSocket handshake once TLS has failed (e.g. an untrusted
+        certificate): this way the caller learns why at once.
+        """
         assert self._nursery is not None
-        context = self._ssl_context
-        if key[0] and context is None:
-            context = ssl.create_default_context()
+        secure, host, port, path = key
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+        stream = await trio.open_tcp_stream(host, port)
         try:
-            ws = await trio_websocket.connect_websocket_url(
-                self._nursery,
-                _url(key),
-                ssl_context=context if key[0] else None,
-                message_queue_size=64,
-                max_message_size=self.max_message_size,
-            )
-        except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-            raise ConnectError(f"WebSocket handshake with {_url(key)} failed: {exc!r}") from exc
+            if secure:
+                context = self._ssl_context or ssl.create_default_context()
+                stream = trio.SSLStream(
+                    stream, context, server_hostname=host, https_compatible=True
+                )
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    raise ConnectError(f"TLS with {_url(key)} failed: {reason(exc)}") from exc
+            try:
+                ws = await trio_websocket.wrap_client_stream(
+                    self._nursery,
+                    stream,
+                    format_host_port(host, port),
+                    path,
+                    message_queue_size=64,
+                    max_message_size=self.max_message_size,
+                )
+            except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+                raise ConnectError(f"WebSocket handshake with {_url(key)} failed: {exc!r}") from exc
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
         channel = WebSocketFrameChannel(ws, max_frame_size=self.max_message_size)
         self._nursery.start_soon(channel.keepalive, self.ping_interval, self.ping_timeout)
         return channel
+
+    def _peer_name(self, key: WsKey) -> str:
+        return _url(key)
 
     def _warmup_key(self, instance: Instance) -> WsKey | None:
         if instance.transport_kind != "websocket":

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
 import trioplane
 from trioplane import Instance
-from trioplane.testing import TcpTestWorker
+from trioplane.testing import TcpTestWorker, open_websocket_test_worker
+from trioplane.testing.http import open_http_test_worker
 from trioplane.transports.unified import address_for, classify
 
-from .conftest import wait_until
+from .conftest import echo, wait_until
+from .nats import run_responder, start_nats_server
 
 
 @pytest.mark.parametrize(
@@ -81,3 +85,37 @@ async def test_warmup_is_forwarded_by_instance_kind(worker: TcpTestWorker) -> No
         await send.send([instance])
         await wait_until(lambda: worker.connections_accepted == 1)
         assert plane.stats().idle_connections == 1
+
+
+async def test_one_plane_for_four_transports_opened_lazily(
+    worker: TcpTestWorker, tmp_path: Path
+) -> None:
+    """TCP, WebSocket and HTTP test workers and a real nats-server (a nats-py
+    responder): each address goes its own way, each transport opens on first use,
+    the stats add up, and health is every open transport's."""
+    with start_nats_server(tmp_path) as nats, run_responder(nats, "ns_comp.ep-1", "empty"):
+        async with (
+            open_websocket_test_worker(echo) as ws_worker,
+            open_http_test_worker() as http_worker,
+            trioplane.open_request_plane(nats_servers=nats.url) as plane,
+        ):
+            assert plane.opened == frozenset()
+            assert await plane.send_request(worker.address("t"), b"tcp") == b"tcp"
+            assert plane.opened == {"tcp"}
+            assert await plane.send_request(ws_worker.address("w"), b"ws") == b"ws"
+            assert await plane.send_request(http_worker.url(), b"http") == b""
+            assert await plane.send_request("nats:ns_comp.ep-1", b"nats") == b""
+            assert [f.payload for f in worker.received] == [b"tcp"]
+            assert [f.payload for f in ws_worker.received] == [b"ws"]
+            assert [r.body for r in http_worker.received] == [b"http"]
+            assert plane.opened == {"tcp", "websocket", "http", "nats"}
+            stats = plane.stats()
+            assert stats.requests_sent == stats.responses_received == 4
+            assert stats.idle_connections == 4  # one per transport
+            each = [(await plane.client_for(kind)).stats() for kind in plane.opened]
+            assert stats.bytes_sent == sum(s.bytes_sent for s in each)  # each its own wire's
+            assert stats.bytes_received == sum(s.bytes_received for s in each)
+            assert plane.is_healthy()
+            tcp_client = await plane.client_for("tcp")
+            await tcp_client.aclose()  # one closed sub-client: the plane is not healthy
+            assert not plane.is_healthy()

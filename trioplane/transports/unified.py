@@ -121,6 +121,12 @@ class UnifiedClient(AsyncResource):
         self._closing = False
         self._stopped = trio.Event()
 
+    @property
+    def opened(self) -> frozenset[str]:
+        """The transports opened so far (each on its first use): ``"tcp"``,
+        ``"http"``, ``"websocket"``, ``"nats"``."""
+        return frozenset(self._clients)
+
     def kinds(self) -> set[str]:
         """The instance transport kinds this client can reach."""
         kinds = {"tcp", "http", "websocket"}

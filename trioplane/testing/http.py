@@ -16,7 +16,9 @@ knowledge (h2c): hypercorn switches to HTTP/2 when a connection opens with the
 HTTP/2 preface. (It also honours ``Upgrade: h2c``, but only on a request without
 a body, so never on a POST; Dynamo ignores that header altogether.)
 
-hypercorn is a test dependency: import this module only from tests.
+It needs hypercorn (extras ``test`` and ``http-worker``). The worker side
+(:func:`trioplane.open_worker`) serves its HTTP plane with this same server,
+keeping no requests (``keep_received=False``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -52,6 +52,9 @@ from trioplane.wire.response import (
     encode_sentinel,
 )
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, RequestFrame, RequestFrameDecoder, encode_ack
+
+if TYPE_CHECKING:
+    from trioplane._http_plane import HttpPlaneServer  # needs hypercorn: imported when used
 from trioplane.wire.twopart import TwoPartDecoder, decode_two_part
 
 __all__ = ["Handler", "RequestContext", "Worker", "open_worker", "serve_endpoint"]
@@ -145,7 +148,7 @@ class Worker:
         self.transports = tuple(transports)
         self.websocket_port = websocket_port
         self.http_port = http_port
-        self._http: Any = None
+        self._http: HttpPlaneServer | None = None
         self.nats_servers = nats_servers or os.environ.get("NATS_SERVER")
         self.nats_options: NatsOptions = nats or {}
         if "nats" in self.transports and not self.nats_servers:
@@ -206,7 +209,7 @@ class Worker:
 
     async def _start_http(self, nursery: trio.Nursery) -> str:
         """Serve Dynamo's HTTP plane (``POST /v1/rpc/{path}`` -> 202) with hypercorn."""
-        from trioplane.testing.http import HttpReply, HttpRequest, HttpTestWorker
+        from trioplane._http_plane import HttpPlaneServer, HttpReply, HttpRequest
 
         def answer(request: HttpRequest) -> HttpReply:
             endpoint = request.path.removeprefix(HTTP_ROOT + "/")
@@ -216,7 +219,7 @@ class Worker:
             status = 503 if ack.startswith("Server overloaded") else 404
             return HttpReply.status_code(status, ack)
 
-        self._http = HttpTestWorker(
+        self._http = HttpPlaneServer(
             policy=answer,
             host=self.host,
             port=self.http_port,

@@ -52,10 +52,10 @@ from trioplane.wire.response import (
     encode_sentinel,
 )
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, RequestFrame, RequestFrameDecoder, encode_ack
+from trioplane.wire.twopart import TwoPartDecoder, decode_two_part
 
 if TYPE_CHECKING:
     from trioplane._http_plane import HttpPlaneServer  # needs hypercorn: imported when used
-from trioplane.wire.twopart import TwoPartDecoder, decode_two_part
 
 __all__ = ["Handler", "RequestContext", "Worker", "open_worker", "serve_endpoint"]
 

@@ -43,7 +43,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from trioplane._util import collapse_groups
+from trioplane._util import serving
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -332,6 +332,8 @@ async def open_http_plane_server(
     serve https, HTTP/2 chosen by ALPN. Leaving the block stops the server at once:
     requests in flight are dropped.
     """
+    if (certfile is None) != (keyfile is None):
+        raise ValueError("https needs both certfile and keyfile")
     worker = HttpPlaneServer(
         policy=policy or accept_all,
         endpoints=tuple(endpoints),
@@ -346,12 +348,5 @@ async def open_http_plane_server(
         certfile=certfile,
         keyfile=keyfile,
     )
-    if (certfile is None) != (keyfile is None):
-        raise ValueError("https needs both certfile and keyfile")
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            try:
-                yield worker
-            finally:
-                nursery.cancel_scope.cancel()
+    async with serving(worker.serve):
+        yield worker

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -22,6 +22,7 @@ __all__ = [
     "iter_leaves",
     "reason",
     "running",
+    "serving",
     "unwrap_group",
 ]
 
@@ -144,6 +145,19 @@ async def running(service: S) -> AsyncIterator[S]:
                 yield service
             finally:
                 await service.aclose()
+
+
+@asynccontextmanager
+async def serving(serve: Callable[..., Awaitable[object]]) -> AsyncIterator[None]:
+    """Run a server's ``serve`` (started: it listens) in a nursery of its own for the
+    block; cancel it on the way out. The test workers' ``open_*`` functions are this."""
+    with collapse_groups():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 def check_options(options: Mapping[str, object], known: type, what: str) -> None:

@@ -23,7 +23,7 @@ import trio
 
 from trioplane._errors import ProtocolError
 from trioplane._types import Instance
-from trioplane._util import collapse_groups
+from trioplane._util import serving
 from trioplane.testing.worker import Reply, TcpTestWorker
 from trioplane.wire.codecs import PayloadCodec, get_codec
 from trioplane.wire.control import ControlMessage, encode_handshake
@@ -174,10 +174,5 @@ async def open_fake_endpoint_worker(
 ) -> AsyncIterator[FakeEndpointWorker]:
     """Run a :class:`FakeEndpointWorker` on 127.0.0.1 for the duration of the block."""
     worker = FakeEndpointWorker(script)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            try:
-                yield worker
-            finally:
-                nursery.cancel_scope.cancel()
+    async with serving(worker.serve):
+        yield worker

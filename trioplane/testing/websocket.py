@@ -19,7 +19,8 @@ from functools import partial
 import trio
 
 from trioplane._errors import ProtocolError
-from trioplane.testing.worker import Policy, _LinkServer, _running, accept_all
+from trioplane._util import serving
+from trioplane.testing.worker import Policy, _LinkServer, accept_all
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, RequestFrame
 
 try:
@@ -133,5 +134,5 @@ async def open_websocket_test_worker(
         max_message_size=max_message_size,
         keep_received=keep_received,
     )
-    async with _running(worker.serve):
+    async with serving(worker.serve):
         yield worker

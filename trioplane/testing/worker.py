@@ -29,7 +29,7 @@ from typing import Protocol
 import trio
 
 from trioplane._errors import ProtocolError
-from trioplane._util import collapse_groups
+from trioplane._util import serving
 from trioplane.wire.tcp import (
     ACK_ACCEPTED,
     DEFAULT_MAX_FRAME_SIZE,
@@ -285,18 +285,6 @@ class _LinkServer:
             self.open_connections -= 1
 
 
-@asynccontextmanager
-async def _running(serve: Callable[..., Awaitable[object]]) -> AsyncIterator[None]:
-    """Run a worker's ``serve`` (started: its port is known) for the duration of the block."""
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve)
-            try:
-                yield
-            finally:
-                nursery.cancel_scope.cancel()
-
-
 @dataclass
 class TcpTestWorker(_LinkServer):
     """A running test worker: its address, what it received, and its policy."""
@@ -344,7 +332,7 @@ async def open_tcp_test_worker(
         max_frame_size=max_frame_size,
         keep_received=keep_received,
     )
-    async with _running(worker.serve):
+    async with serving(worker.serve):
         yield worker
 
 

@@ -1,11 +1,13 @@
-"""Shared fixtures: a real TCP test worker, echo policies, and leak checks."""
+"""Shared fixtures: a real TCP test worker, echo policies, leak checks, bare httpx clients."""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -18,6 +20,25 @@ from trioplane.wire.tcp import RequestFrame
 # Shared, noisy machines: no per-example deadline (speed lives in benchmarks/).
 settings.register_profile("trioplane", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("trioplane")
+
+#: Bare httpx client options: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "h1": {},
+    "h2c": {"http1": False, "http2": True},
+}
+HTTP_VERSIONS = {"h1": "HTTP/1.1", "h2c": "HTTP/2"}
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
+def protocol(request: pytest.FixtureRequest) -> str:
+    """Each of :data:`PROTOCOLS` in turn."""
+    name: str = request.param
+    return name
+
+
+def bare_client(protocol: str) -> httpx.AsyncClient:
+    """A bare httpx client speaking ``protocol``."""
+    return httpx.AsyncClient(timeout=10, **PROTOCOLS[protocol])
 
 
 def echo(frame: RequestFrame) -> Reply:

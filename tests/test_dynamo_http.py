@@ -28,15 +28,12 @@ from trioplane.wire import (
     encode_request_payload,
 )
 
+from .conftest import bare_client
 from .dynamo import DynamoWorker, run_dynamo_worker
 
 pytestmark = pytest.mark.dynamo
 VERSION = "1.2.1"
 ENDPOINT = "interop.echohttp.generate"
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "h1": {},
-    "h2c": {"http1": False, "http2": True},
-}
 LIMIT = 2 * 1024 * 1024
 
 
@@ -58,16 +55,6 @@ def dynamo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoWorker]:
         DYN_HTTP_RPC_PORT=str(free_port()),
     ) as worker:
         yield worker
-
-
-@pytest.fixture(params=sorted(PROTOCOLS))
-def protocol(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-def client(protocol: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=10, **PROTOCOLS[protocol])
 
 
 def url(dynamo: DynamoWorker, endpoint: str = "generate") -> str:
@@ -149,7 +136,7 @@ async def test_valid_request_is_accepted_and_worker_calls_home(
     async with trio.open_nursery() as nursery:
         await nursery.start(call_home.serve)
         payload, headers = request_payload(call_home.address, {"n": 2, "msg": "hi"})
-        async with client(protocol) as http:
+        async with bare_client(protocol) as http:
             response = await http.post(url(dynamo), content=payload, headers=headers)
         assert response.http_version == ("HTTP/2" if protocol == "h2c" else "HTTP/1.1")
         assert (response.status_code, response.content) == (202, b"")
@@ -169,20 +156,20 @@ async def test_ack_does_not_wait_for_the_call_home(dynamo: DynamoWorker, protoco
     with socket.socket() as unused:  # bound, never listening: the call home fails
         unused.bind(("127.0.0.1", 0))
         payload, headers = request_payload(f"127.0.0.1:{unused.getsockname()[1]}", {"x": 1})
-        async with client(protocol) as http:
+        async with bare_client(protocol) as http:
             response = await http.post(url(dynamo), content=payload, headers=headers)
     assert (response.status_code, response.content) == (202, b"")
 
 
 async def test_unknown_endpoint_is_404(dynamo: DynamoWorker, protocol: str) -> None:
     payload, headers = request_payload("127.0.0.1:9", {})
-    async with client(protocol) as http:
+    async with bare_client(protocol) as http:
         response = await http.post(url(dynamo, "nope"), content=payload, headers=headers)
     assert (response.status_code, response.text) == (404, "Endpoint not found")
 
 
 async def test_other_methods_are_405(dynamo: DynamoWorker, protocol: str) -> None:
-    async with client(protocol) as http:
+    async with bare_client(protocol) as http:
         for method in ("GET", "PUT"):
             response = await http.request(method, url(dynamo))
             assert (response.status_code, response.content) == (405, b"")
@@ -190,7 +177,7 @@ async def test_other_methods_are_405(dynamo: DynamoWorker, protocol: str) -> Non
 
 
 async def test_body_over_2_mib_is_413(dynamo: DynamoWorker, protocol: str) -> None:
-    async with client(protocol) as http:
+    async with bare_client(protocol) as http:
         response = await http.post(url(dynamo), content=bytes(LIMIT + 1))
         assert response.status_code == 413
         assert response.text == "Failed to buffer the request body: length limit exceeded"
@@ -221,7 +208,7 @@ async def test_the_test_worker_answers_like_dynamo(dynamo: DynamoWorker, protoco
         return response.status_code, response.content, h.get("allow"), h.get("content-type")
 
     real_base = url(dynamo).split("/v1/rpc/")[0]
-    async with open_http_test_worker() as fake, client(protocol) as http:
+    async with open_http_test_worker() as fake, bare_client(protocol) as http:
         for method, path, body in PROBES:
             real = await http.request(method, real_base + path, content=body)
             ours = await http.request(method, fake.base_url + path, content=body)

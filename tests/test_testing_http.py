@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 import trio
@@ -16,24 +14,7 @@ from trioplane.testing.http import (
     open_http_test_worker,
 )
 
-from .conftest import wait_until
-
-#: httpx client options: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "h1": {},
-    "h2c": {"http1": False, "http2": True},
-}
-HTTP_VERSIONS = {"h1": "HTTP/1.1", "h2c": "HTTP/2"}
-
-
-@pytest.fixture(params=sorted(PROTOCOLS))
-def protocol(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-def client(protocol: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=10, **PROTOCOLS[protocol])
+from .conftest import HTTP_VERSIONS, bare_client, wait_until
 
 
 async def test_url_and_port() -> None:
@@ -44,7 +25,7 @@ async def test_url_and_port() -> None:
 
 
 async def test_post_is_accepted_with_an_empty_body(protocol: str) -> None:
-    async with open_http_test_worker() as worker, client(protocol) as http:
+    async with open_http_test_worker() as worker, bare_client(protocol) as http:
         response = await http.post(
             worker.url(),
             content=b"payload",
@@ -64,21 +45,21 @@ async def test_post_is_accepted_with_an_empty_body(protocol: str) -> None:
 
 
 async def test_unknown_endpoint_is_404_endpoint_not_found(protocol: str) -> None:
-    async with open_http_test_worker() as worker, client(protocol) as http:
+    async with open_http_test_worker() as worker, bare_client(protocol) as http:
         response = await http.post(worker.url("nope"), content=b"x")
         assert (response.status_code, response.text) == (404, "Endpoint not found")
         assert [r.path for r in worker.received] == ["/v1/rpc/nope"]
 
 
 async def test_path_outside_the_root_is_a_bare_404(protocol: str) -> None:
-    async with open_http_test_worker() as worker, client(protocol) as http:
+    async with open_http_test_worker() as worker, bare_client(protocol) as http:
         for path in ("/other", "/v1/rpc/", "/v1/rpc"):
             response = await http.post(worker.base_url + path, content=b"x")
             assert (response.status_code, response.content) == (404, b"")
 
 
 async def test_other_methods_are_405(protocol: str) -> None:
-    async with open_http_test_worker() as worker, client(protocol) as http:
+    async with open_http_test_worker() as worker, bare_client(protocol) as http:
         for method in ("GET", "PUT", "DELETE"):
             response = await http.request(method, worker.url())
             assert response.status_code == 405
@@ -89,7 +70,7 @@ async def test_other_methods_are_405(protocol: str) -> None:
 
 
 async def test_body_over_the_limit_is_413(protocol: str) -> None:
-    async with open_http_test_worker(max_body_size=1000) as worker, client(protocol) as http:
+    async with open_http_test_worker(max_body_size=1000) as worker, bare_client(protocol) as http:
         response = await http.post(worker.url(), content=b"x" * 1000)
         assert response.status_code == 202
         response = await http.post(worker.url(), content=b"x" * 1001)
@@ -104,7 +85,7 @@ async def test_body_over_the_limit_is_413(protocol: str) -> None:
 
 
 async def test_default_limit_is_2_mib(protocol: str) -> None:
-    async with open_http_test_worker() as worker, client(protocol) as http:
+    async with open_http_test_worker() as worker, bare_client(protocol) as http:
         assert worker.max_body_size == DEFAULT_MAX_BODY_SIZE == 2 * 1024 * 1024
         response = await http.post(worker.url(), content=bytes(DEFAULT_MAX_BODY_SIZE))
         assert response.status_code == 202
@@ -124,7 +105,10 @@ async def test_default_limit_is_2_mib(protocol: str) -> None:
 async def test_policy_picks_the_answer(
     protocol: str, reply: HttpReply, status: int, text: str | None
 ) -> None:
-    async with open_http_test_worker(lambda request: reply) as worker, client(protocol) as http:
+    async with (
+        open_http_test_worker(lambda request: reply) as worker,
+        bare_client(protocol) as http,
+    ):
         response = await http.post(worker.url(), content=b"x")
         assert response.status_code == status
         assert response.text == (text or reply.body.decode())
@@ -140,7 +124,7 @@ async def test_policy_sees_the_request_and_can_be_changed() -> None:
         seen.append(request)
         return HttpReply.status_code(503) if request.body == b"busy" else HttpReply.accept()
 
-    async with open_http_test_worker(policy) as worker, client("h1") as http:
+    async with open_http_test_worker(policy) as worker, bare_client("h1") as http:
         assert (await http.post(worker.url(), content=b"busy")).status_code == 503
         assert (await http.post(worker.url(), content=b"fine")).status_code == 202
         assert [r.body for r in seen] == [b"busy", b"fine"]
@@ -150,7 +134,7 @@ async def test_policy_sees_the_request_and_can_be_changed() -> None:
 
 async def test_delayed_reply(protocol: str) -> None:
     policy = lambda request: HttpReply.accept(delay=0.2)  # noqa: E731
-    async with open_http_test_worker(policy) as worker, client(protocol) as http:
+    async with open_http_test_worker(policy) as worker, bare_client(protocol) as http:
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
             for _ in range(3):
@@ -163,7 +147,7 @@ async def test_delayed_reply(protocol: str) -> None:
 
 async def test_caller_that_leaves_is_counted_as_abandoned() -> None:
     async with open_http_test_worker(lambda request: HttpReply.hang()) as worker:
-        async with client("h1") as http:
+        async with bare_client("h1") as http:
             with trio.move_on_after(0.2):
                 await http.post(worker.url(), content=b"x")
         await wait_until(lambda: worker.requests_abandoned == 1)
@@ -172,7 +156,7 @@ async def test_caller_that_leaves_is_counted_as_abandoned() -> None:
 
 
 async def test_headers_are_lower_case_and_repeats_are_joined() -> None:
-    async with open_http_test_worker() as worker, client("h1") as http:
+    async with open_http_test_worker() as worker, bare_client("h1") as http:
         headers = [("X-Trace", "a"), ("x-trace", "b"), ("TraceParent", "00-1-2-01")]
         await http.post(worker.url(), content=b"", headers=headers)
         [request] = worker.received
@@ -183,7 +167,7 @@ async def test_headers_are_lower_case_and_repeats_are_joined() -> None:
 
 async def test_h1_and_h2c_share_the_port() -> None:
     async with open_http_test_worker() as worker:
-        async with client("h1") as h1, client("h2c") as h2:
+        async with bare_client("h1") as h1, bare_client("h2c") as h2:
             first = await h1.post(worker.url(), content=b"1")
             second = await h2.post(worker.url(), content=b"2")
         assert (first.http_version, second.http_version) == ("HTTP/1.1", "HTTP/2")
@@ -193,7 +177,7 @@ async def test_h1_and_h2c_share_the_port() -> None:
 async def test_h1_connection_closes_after_keep_alive_max_requests() -> None:
     async with (
         open_http_test_worker(keep_alive_max_requests=3) as worker,
-        client("h1") as http,
+        bare_client("h1") as http,
     ):
         for _ in range(7):
             response = await http.post(worker.url())
@@ -208,7 +192,7 @@ async def test_h2_goaway_after_keep_alive_max_requests() -> None:
     and every other one still in flight on the connection."""
     async with (
         open_http_test_worker(keep_alive_max_requests=3) as worker,
-        client("h2c") as http,
+        bare_client("h2c") as http,
     ):
         for _ in range(3):
             assert (await http.post(worker.url())).status_code == 202
@@ -221,7 +205,7 @@ async def test_h2_goaway_after_keep_alive_max_requests() -> None:
 async def test_max_concurrent_streams_limits_h2_streams() -> None:
     async with (
         open_http_test_worker(lambda r: HttpReply.hang(), max_concurrent_streams=2) as worker,
-        client("h2c") as http,
+        bare_client("h2c") as http,
         trio.open_nursery() as nursery,
     ):
         for _ in range(4):
@@ -236,7 +220,7 @@ async def test_max_concurrent_streams_limits_h2_streams() -> None:
 async def test_worker_stops_with_requests_in_flight() -> None:
     with trio.fail_after(5):
         async with (
-            client("h2c") as http,
+            bare_client("h2c") as http,
             open_http_test_worker(lambda r: HttpReply.hang()) as worker,
             trio.open_nursery() as nursery,
         ):
@@ -247,7 +231,7 @@ async def test_worker_stops_with_requests_in_flight() -> None:
 
 
 async def test_keep_received_false_answers_and_keeps_nothing(protocol: str) -> None:
-    async with open_http_test_worker(keep_received=False) as worker, client(protocol) as http:
+    async with open_http_test_worker(keep_received=False) as worker, bare_client(protocol) as http:
         for _ in range(3):
             response = await http.post(worker.url(), content=b"x" * 1000)
             assert response.status_code == 202

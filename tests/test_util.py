@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from trioplane import TrioplaneError
-from trioplane._util import collapse_groups, unwrap_group
+from trioplane._util import collapse_groups, iter_causes, reason, unwrap_group
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -48,3 +48,18 @@ async def test_collapse_groups_lets_cancellation_through() -> None:
             nursery.start_soon(trio.sleep_forever)
             await trio.sleep_forever()
     assert scope.cancelled_caught
+
+
+def test_reason_is_the_first_message_along_the_causes() -> None:
+    inner = OSError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    outer = RuntimeError()  # no message of its own, as trio's BrokenResourceError
+    outer.__cause__ = inner
+    assert list(iter_causes(outer)) == [outer, inner]
+    assert reason(outer) == str(inner)
+    assert reason(RuntimeError()) == "RuntimeError()"
+
+
+def test_iter_causes_ends_on_a_looping_chain() -> None:
+    first, second = ValueError("a"), ValueError("b")
+    first.__cause__, second.__cause__ = second, first
+    assert list(iter_causes(first, limit=5)) == [first, second, first, second, first]

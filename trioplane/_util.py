@@ -19,6 +19,7 @@ __all__ = [
     "Latest",
     "check_options",
     "collapse_groups",
+    "iter_causes",
     "iter_leaves",
     "reason",
     "running",
@@ -36,17 +37,21 @@ def iter_leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def iter_causes(exc: BaseException, limit: int = 8) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from (its cause, else its context), and so on:
+    at most ``limit`` of them, so a long or looping chain ends."""
+    seen: BaseException | None = exc
+    for _ in range(limit):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def reason(exc: BaseException) -> str:
     """The first non-empty message along ``exc``'s causes (httpcore and trio often wrap
     an ``ssl`` or ``OSError`` message in an exception that has none)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a short chain; and never a cycle
-        if seen is None:
-            break
-        if str(seen):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return repr(exc)
+    return next((str(e) for e in iter_causes(exc) if str(e)), repr(exc))
 
 
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -34,6 +34,7 @@ import httpcore
 import httpx
 import trio
 
+from trioplane._util import iter_causes
 from trioplane.wire.h2frames import GoawayWatch, ping_frame
 
 __all__ = ["Attempt", "WatchedTransport", "attempting"]
@@ -74,15 +75,11 @@ class Attempt:
         found = []
         if self.watch is not None and not self.watch.broken:
             found.append(self.watch.last_stream_id)
-        seen: BaseException | None = error
-        for _ in range(8):  # a short chain: a wrapper or two, then httpcore's error
-            if seen is None:
-                break
+        for seen in iter_causes(error):  # a wrapper or two, then httpcore's error
             if isinstance(seen, httpcore.RemoteProtocolError) and seen.args:
                 event = seen.args[0]
                 if isinstance(event, h2.events.ConnectionTerminated):
                     found.append(event.last_stream_id)
-            seen = seen.__cause__ or seen.__context__
         known = [number for number in found if number is not None]
         return min(known) if known else None
 

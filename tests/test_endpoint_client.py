@@ -216,7 +216,7 @@ async def test_cancel_scope_stops_the_stream(fake: FakeEndpointWorker) -> None:
         assert scope.cancelled_caught
         await wait_until(lambda: fake.calls[0].finished)
         assert fake.calls[0].cancels == ["stop"]
-        assert client.response_plane._waiting == {}
+        assert client.response_plane.statistics().waiting_subjects == 0
     assert 0 < len(got) < 1000
 
 
@@ -235,7 +235,7 @@ async def test_accepted_but_never_called_home(fake: FakeEndpointWorker) -> None:
     ) as client:
         with pytest.raises(trioplane.CallHomeTimeout, match="did not call home"):
             await client.call({})
-        assert client.response_plane._waiting == {}
+        assert client.response_plane.statistics().waiting_subjects == 0
 
 
 @pytest.mark.parametrize(
@@ -378,7 +378,7 @@ async def test_unknown_subjects_and_silent_peers_do_not_disturb_streams(
                     assert await stream.receive_some() == b""  # the plane closed it
                     await stream.aclose()
             assert await anext(iterator) == {"i": 1}
-        assert plane.dropped_connections == 3
+        assert plane.statistics().dropped_connections == 3
 
 
 async def test_closed_client_refuses_calls(fake: FakeEndpointWorker) -> None:
@@ -403,7 +403,7 @@ async def test_closing_the_client_ends_open_streams(fake: FakeEndpointWorker) ->
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
-            await wait_until(lambda: bool(client._calls) and bool(fake.calls))
+            await wait_until(lambda: client.statistics().calls_in_flight > 0 and bool(fake.calls))
             await client.aclose()
     assert len(errors) == 1
     assert isinstance(errors[0], trioplane.ClientClosed)

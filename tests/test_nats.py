@@ -84,7 +84,7 @@ async def test_no_responders(server: NatsServer) -> None:
     async with open_nats_connection(server.url) as nc:
         with pytest.raises(trioplane.NoResponders, match=r"nobody\.home"):
             await nc.request("nobody.home", b"x")
-        assert nc._requests == {}
+        assert nc.statistics().pending_requests == 0
 
 
 async def test_request_timeout(server: NatsServer) -> None:
@@ -92,7 +92,7 @@ async def test_request_timeout(server: NatsServer) -> None:
         async with open_nats_connection(server.url, request_timeout=0.2) as nc:
             with pytest.raises(trio.TooSlowError):
                 await nc.request("svc.silent", b"x")
-            assert nc._requests == {}
+            assert nc.statistics().pending_requests == 0
 
 
 async def test_max_payload_is_enforced_before_sending(tmp_path: Path) -> None:
@@ -136,10 +136,9 @@ async def test_subscription_context_and_queue_groups(server: NatsServer) -> None
             for i in range(20):
                 await nc.publish(f"jobs.{i}", b"%d" % i)
             await nc.flush()
-            got = [first._receive.statistics().current_buffer_used]
-            got.append(second._receive.statistics().current_buffer_used)
+            got = [first.statistics().pending, second.statistics().pending]
         assert sum(got) == 20  # each message went to one member of the group
-        assert nc._subs.keys() <= {nc._inbox_sid}
+        assert nc.statistics().subscriptions == 0  # both gone; no request made an inbox
         assert [msg async for msg in first] != []  # queued messages stay readable
 
 
@@ -178,7 +177,7 @@ async def test_server_restart_mid_traffic(server: NatsServer) -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stuck)
-                await wait_until(lambda: bool(nc._requests))
+                await wait_until(lambda: nc.statistics().pending_requests > 0)
                 await trio.to_thread.run_sync(server.restart)
             assert len(errors) == 1
             assert isinstance(errors[0], trioplane.ConnectionLost)
@@ -240,9 +239,10 @@ async def test_cancelled_requests_leave_nothing_behind(server: NatsServer) -> No
                     await trio.testing.wait_all_tasks_blocked()
                     nursery.cancel_scope.cancel()
             await nc.flush()
-            assert nc._requests == {}
-            assert list(nc._subs) == [nc._inbox_sid]  # one muxed inbox, nothing per request
-            assert not nc._outbox
+            assert nc.statistics().pending_requests == 0
+            stats = nc.statistics()
+            assert stats.subscriptions == 1  # one muxed inbox, nothing per request
+            assert stats.outbox_bytes == 0
             assert len(all_tasks()) == tasks
             assert open_fds() == fds
 

@@ -84,7 +84,7 @@ async def test_server_ping_gets_a_pong_and_info_is_taken_any_time() -> None:
         with trio.fail_after(5):
             await pongs.wait()
         assert nc.max_payload == 2048
-        assert [s.url for s in nc._servers][-1] == "nats://127.0.0.1:1"
+        assert nc.statistics().servers[-1] == "nats://127.0.0.1:1"
 
 
 async def test_unanswered_pings_mean_a_stale_connection() -> None:

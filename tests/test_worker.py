@@ -13,6 +13,7 @@ import trio
 import trioplane
 import trioplane.worker
 from trioplane.discovery import FileDiscovery, instance_key
+from trioplane.servers.http import HttpPlaneServer
 from trioplane.worker import RequestContext, open_worker
 
 from .conftest import wait_until
@@ -171,7 +172,7 @@ async def test_unknown_paths_and_overload_are_acked_as_dynamo_does(tmp_path: Pat
         await c.wait_for_instances()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(c.call, {})
-            await wait_until(lambda: w._active == 1)
+            await wait_until(lambda: w.statistics().calls_in_flight == 1)
             with pytest.raises(trioplane.WorkerOverloaded, match="worker at capacity"):
                 await c.call({})
             release.set()
@@ -191,7 +192,7 @@ async def test_close_lets_calls_finish_then_cancels(tmp_path: Path) -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reader)
-                await wait_until(lambda: w._active == 1)
+                await wait_until(lambda: w.statistics().calls_in_flight == 1)
                 await w.aclose()
         assert len(errors) == 1
         assert isinstance(errors[0], trioplane.StreamIncomplete)
@@ -230,8 +231,10 @@ async def test_http_plane_answers_as_dynamo_1_2_1(tmp_path: Path) -> None:
         with pytest.raises(trioplane.WorkerUnavailable, match="Endpoint not found"):
             await http.send_request(f"{base}/v1/rpc/nope", b"x")
         await http.send_request(instance.address, b'{"n": 0}')
-        assert w._http is not None
-        assert w._http.received == []  # a long-running worker keeps no request bodies
+        server = w.servers["http"]
+        assert isinstance(server, HttpPlaneServer)
+        assert server.on_request is None  # a long-running worker keeps no request bodies
+        await wait_until(lambda: server.statistics().requests_served == 2)
 
 
 def test_bad_transports(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,10 +34,12 @@ from trioplane.discovery import Discovery, FileDiscovery, StaticDiscovery
 from trioplane.endpoint import (
     EndpointClient,
     EndpointClientOptions,
+    EndpointStatistics,
     ResponseStream,
     open_endpoint_client,
 )
-from trioplane.nats import NatsConnection, NatsOptions, open_nats_connection
+from trioplane.nats import NatsConnection, NatsOptions, NatsStatistics, open_nats_connection
+from trioplane.servers import CallHomeLimits, ServerLimits
 from trioplane.transports.nats import NatsClient, open_nats_client, start_nats_client
 from trioplane.transports.tcp import TcpClient, TcpClientOptions, open_tcp_client, start_tcp_client
 from trioplane.transports.unified import (
@@ -47,10 +49,17 @@ from trioplane.transports.unified import (
     start_request_plane,
 )
 from trioplane.wire.codecs import CodecError
-from trioplane.worker import RequestContext, Worker, open_worker, serve_endpoint
+from trioplane.worker import (
+    RequestContext,
+    Worker,
+    WorkerStatistics,
+    open_worker,
+    serve_endpoint,
+)
 
 __all__ = [
     "AckTimeout",
+    "CallHomeLimits",
     "CallHomeTimeout",
     "ClientClosed",
     "ClientStats",
@@ -60,6 +69,7 @@ __all__ = [
     "Discovery",
     "EndpointClient",
     "EndpointClientOptions",
+    "EndpointStatistics",
     "FileDiscovery",
     "FrameTooLarge",
     "HttpClient",
@@ -73,6 +83,7 @@ __all__ = [
     "NatsConnection",
     "NatsOptions",
     "NatsServerError",
+    "NatsStatistics",
     "NoInstances",
     "NoResponders",
     "ProtocolError",
@@ -81,6 +92,7 @@ __all__ = [
     "RequestPlaneClient",
     "RequestPlaneOptions",
     "ResponseStream",
+    "ServerLimits",
     "StaticDiscovery",
     "StreamError",
     "StreamIncomplete",
@@ -93,8 +105,8 @@ __all__ = [
     "Worker",
     "WorkerOverloaded",
     "WorkerRejected",
+    "WorkerStatistics",
     "WorkerUnavailable",
-    "__version__",
     "open_endpoint_client",
     "open_http_client",
     "open_nats_client",
@@ -109,6 +121,7 @@ __all__ = [
     "start_request_plane",
     "start_tcp_client",
     "start_websocket_client",
+    "__version__",
 ]
 
 

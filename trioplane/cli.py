@@ -16,6 +16,7 @@ import trioplane
 from trioplane._demo import whole_loop
 from trioplane.discovery import FileDiscovery
 from trioplane.testing import Reply, open_tcp_test_worker
+from trioplane.wire.rejections import WORKER_AT_CAPACITY
 from trioplane.wire.tcp import RequestFrame
 
 
@@ -24,7 +25,7 @@ async def demo(requests: int, concurrency: int, calls: int = 200, items: int = 2
 
     def policy(frame: RequestFrame) -> Reply:
         if frame.path.endswith("/busy"):
-            return Reply.reject("Server overloaded: worker at capacity")
+            return Reply.reject(WORKER_AT_CAPACITY)
         return Reply.accept()
 
     async with (

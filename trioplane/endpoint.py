@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -36,13 +37,19 @@ from trioplane._errors import (
     WorkerRejected,
     WorkerUnavailable,
 )
-from trioplane._types import Instance, RequestPlaneClient
+from trioplane._types import ClientStats, Instance, RequestPlaneClient
 from trioplane._util import AsyncResource, Latest, check_options, running
+from trioplane.addresses import parse_endpoint, parse_tcp_address
 from trioplane.discovery import DiscoverySource, as_discovery
 from trioplane.nats import NatsOptions
-from trioplane.response_plane import CallHome, ResponsePlane, receive_into
+from trioplane.response_plane import (
+    CallHome,
+    ResponsePlane,
+    ResponsePlaneStatistics,
+    receive_into,
+)
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
-from trioplane.transports.tcp import TcpClientOptions, parse_tcp_address
+from trioplane.transports.tcp import TcpClientOptions
 from trioplane.transports.unified import (
     RequestPlaneOptions,
     UnifiedClient,
@@ -51,6 +58,7 @@ from trioplane.transports.unified import (
 )
 from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
 from trioplane.wire.control import CallHomeInfo, ControlMessage, encode_request_payload
+from trioplane.wire.rejections import is_overloaded
 from trioplane.wire.response import (
     CANCEL_KILL,
     CANCEL_STOP,
@@ -72,6 +80,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EndpointClient",
     "EndpointClientOptions",
+    "EndpointStatistics",
     "ResponseStream",
     "open_endpoint_client",
     "parse_endpoint",
@@ -132,23 +141,27 @@ class EndpointClientOptions(TypedDict, total=False):
     request_plane: RequestPlaneClient
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
-    """``"ns.comp.ep"`` (optionally ``dyn://ns.comp.ep``) -> its three parts."""
-    if not isinstance(endpoint, str):
-        raise TypeError(f"endpoint must be str, not {type(endpoint).__name__}")
-    name = endpoint.removeprefix("dyn://")
-    parts = name.split(".")
-    if len(parts) != 3 or not all(parts) or any(c.isspace() for c in name):
-        raise ValueError(f"endpoint must be 'namespace.component.endpoint', not {endpoint!r}")
-    return parts[0], parts[1], parts[2]
-
-
 def rejection_error(ack: bytes | str, instance_id: int | None = None) -> WorkerRejected:
     """The error for a non-empty ack: overloaded, or unavailable (any other text)."""
     text = ack if isinstance(ack, str) else ack.decode("utf-8", "replace")
-    if text.startswith("Server overloaded:"):
+    if is_overloaded(text):
         return WorkerOverloaded(text, instance_id)
     return WorkerUnavailable(text, instance_id)
+
+
+@dataclass(frozen=True)
+class EndpointStatistics:
+    """A snapshot of an endpoint client (trio-style ``statistics()``; no I/O).
+
+    ``calls_in_flight`` are streams entered and not yet closed; ``instances`` the
+    endpoint's instances known now; ``request_plane`` the transports' counters
+    (``None`` before start); ``response_plane`` the call-home listener's.
+    """
+
+    calls_in_flight: int
+    instances: int
+    request_plane: ClientStats | None
+    response_plane: ResponsePlaneStatistics
 
 
 class ResponseStream:
@@ -407,6 +420,15 @@ class EndpointClient(AsyncResource):
         self._calls.discard(call)
         if not self._calls and self._closing:
             self._no_calls.set()
+
+    def statistics(self) -> EndpointStatistics:
+        """A snapshot of the client's calls, instances and planes."""
+        return EndpointStatistics(
+            calls_in_flight=len(self._calls),
+            instances=len(self._instances),
+            request_plane=self._plane.stats() if self._plane is not None else None,
+            response_plane=self.response_plane.statistics(),
+        )
 
     # -- instances ----------------------------------------------------------------------
 

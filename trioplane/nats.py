@@ -76,8 +76,10 @@ if TYPE_CHECKING:
 __all__ = [
     "NatsConnection",
     "NatsOptions",
+    "NatsStatistics",
     "ReconnectBufferFull",
     "Subscription",
+    "SubscriptionStatistics",
     "open_nats_connection",
     "start_nats_connection",
 ]
@@ -173,6 +175,37 @@ def parse_server_url(url: str) -> _Server:
     )
 
 
+@dataclass(frozen=True)
+class SubscriptionStatistics:
+    """A snapshot of one subscription: messages queued for its consumer, and dropped."""
+
+    pending: int
+    dropped: int
+
+
+@dataclass(frozen=True)
+class NatsStatistics:
+    """A snapshot of a NATS connection (trio-style ``statistics()``; no I/O).
+
+    ``servers`` lists every server it may connect to, learned ones included;
+    ``pending_requests`` are requests waiting for their reply; ``subscriptions``
+    counts the connection's own muxed inbox too; ``outbox_bytes`` are written and
+    not yet flushed to the socket.
+    """
+
+    connected: bool
+    server: str | None
+    servers: tuple[str, ...]
+    in_msgs: int
+    out_msgs: int
+    in_bytes: int
+    out_bytes: int
+    reconnects: int
+    pending_requests: int
+    subscriptions: int
+    outbox_bytes: int
+
+
 class Subscription:
     """Messages of one subscription: an async iterator, and an async context manager
     that unsubscribes on exit. Made by :meth:`NatsConnection.subscribe`."""
@@ -199,6 +232,9 @@ class Subscription:
                 )
         except trio.ClosedResourceError:
             pass
+
+    def statistics(self) -> SubscriptionStatistics:
+        return SubscriptionStatistics(self._receive.statistics().current_buffer_used, self.dropped)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -318,6 +354,22 @@ class NatsConnection(AsyncResource):
     @property
     def max_payload(self) -> int:
         return self.info.max_payload if self.info is not None else 1024 * 1024
+
+    def statistics(self) -> NatsStatistics:
+        """A snapshot of the connection's state and counters."""
+        return NatsStatistics(
+            connected=self._link is not None,
+            server=self.server,
+            servers=tuple(s.url for s in self._servers),
+            in_msgs=self.stats_in_msgs,
+            out_msgs=self.stats_out_msgs,
+            in_bytes=self.stats_in_bytes,
+            out_bytes=self.stats_out_bytes,
+            reconnects=self.reconnects,
+            pending_requests=len(self._requests),
+            subscriptions=len(self._subs),
+            outbox_bytes=len(self._outbox),
+        )
 
     def _event(self, event: str, detail: str = "") -> None:
         level = logging.WARNING if event in ("disconnected", "slow_consumer") else logging.INFO

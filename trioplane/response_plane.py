@@ -19,16 +19,17 @@ import errno
 import logging
 import socket
 import uuid
+from dataclasses import dataclass
 
 import trio
 
 from trioplane._errors import ProtocolError
 from trioplane._sockets import SocketIO
-from trioplane.transports._base import format_host_port
+from trioplane.addresses import format_host_port
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
-__all__ = ["CallHome", "ResponsePlane", "receive_into"]
+__all__ = ["CallHome", "ResponsePlane", "ResponsePlaneStatistics", "receive_into"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,23 @@ async def receive_into(connection: SocketIO, decoder: ResponseStreamDecoder) -> 
         return False
     decoder.feed(data)
     return True
+
+
+@dataclass(frozen=True)
+class ResponsePlaneStatistics:
+    """A snapshot of a response plane (trio-style ``statistics()``; no I/O).
+
+    ``waiting_subjects``: calls registered whose worker has not called home yet;
+    ``open_connections``: call-home connections held (streams being read, or
+    lingering for their sentinel); ``dropped_connections``: closed for a bad or
+    missing handshake or an unknown subject.
+    """
+
+    address: str
+    waiting_subjects: int
+    open_connections: int
+    connections_accepted: int
+    dropped_connections: int
 
 
 class CallHome:
@@ -129,6 +147,7 @@ class ResponsePlane:
         self.max_item_size = max_item_size
         self.address = ""
         self.dropped_connections = 0
+        self.connections_accepted = 0
         self.closed = False
         self._waiting: dict[str, CallHome] = {}
         self._connections: set[SocketIO] = set()
@@ -168,6 +187,16 @@ class ResponsePlane:
                 connection.close()
             self._connections.clear()
 
+    def statistics(self) -> ResponsePlaneStatistics:
+        """A snapshot of the plane's state and counters."""
+        return ResponsePlaneStatistics(
+            address=self.address,
+            waiting_subjects=len(self._waiting),
+            open_connections=len(self._connections),
+            connections_accepted=self.connections_accepted,
+            dropped_connections=self.dropped_connections,
+        )
+
     def register(self) -> CallHome:
         """A fresh subject for one call; register it before sending the request."""
         if not self.address or self.closed:
@@ -200,6 +229,7 @@ class ResponsePlane:
                     break
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 connection = SocketIO(sock)
+                self.connections_accepted += 1
                 self._connections.add(connection)
                 self._route_or_wait(connection)
 

@@ -22,44 +22,60 @@ finish, then cancels them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioplane._errors import ProtocolError, TrioplaneError
-from trioplane._sockets import RECEIVE_SIZE
+from trioplane._errors import ConnectError, ProtocolError
+from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
-from trioplane._util import collapse_groups
+from trioplane._util import running
+from trioplane.addresses import format_host_port, parse_endpoint
 from trioplane.discovery import default_file_root, instance_key
-from trioplane.endpoint import parse_endpoint
-from trioplane.nats import NatsConnection, NatsOptions, Subscription, start_nats_connection
-from trioplane.transports._base import format_host_port, split_host_port
-from trioplane.wire.codecs import get_codec
-from trioplane.wire.control import ControlMessage, encode_handshake
-from trioplane.wire.response import (
-    decode_cancel,
-    encode_end,
-    encode_item,
-    encode_prologue,
-    encode_sentinel,
+from trioplane.nats import NatsOptions, start_nats_connection
+from trioplane.servers import (
+    ACCEPT,
+    CallHomeLimits,
+    CallHomeSender,
+    NatsPlaneServer,
+    PlaneServer,
+    Reply,
+    ServerLimits,
+    ServerStatistics,
+    TcpPlaneServer,
+    open_call_home,
 )
-from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, RequestFrame, RequestFrameDecoder, encode_ack
-from trioplane.wire.twopart import TwoPartDecoder, decode_two_part
+from trioplane.servers.callhome import KILL, STALLED
+from trioplane.wire.codecs import PayloadCodec, get_codec
+from trioplane.wire.control import ControlMessage
+from trioplane.wire.rejections import WORKER_AT_CAPACITY, is_overloaded, unknown_endpoint
+from trioplane.wire.response import encode_item, encode_prologue
+from trioplane.wire.tcp import RequestFrame
+from trioplane.wire.twopart import decode_two_part
 
 if TYPE_CHECKING:
-    from trioplane._http_plane import HttpPlaneServer  # needs hypercorn: imported when used
+    from trioplane.servers.http import HttpPlaneServer, HttpPlaneStatistics
 
-__all__ = ["Handler", "RequestContext", "Worker", "open_worker", "serve_endpoint"]
+__all__ = [
+    "Handler",
+    "RequestContext",
+    "Worker",
+    "WorkerStatistics",
+    "open_worker",
+    "serve_endpoint",
+]
 
 log = logging.getLogger(__name__)
+_peer_errors = RateLimitedLog(log)
 
 #: ``handler(request, context)``: an async generator of response items.
 Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
@@ -67,9 +83,6 @@ Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
 REFRESH_INTERVAL = 3.0
 #: How long closing waits for the discovery records' removal (a hung file system).
 DEREGISTER_TIMEOUT = 5.0
-#: How long a finished stream waits for the caller to close (as Dynamo).
-SENTINEL_WAIT = 10.0
-OVERLOADED = "Server overloaded: worker at capacity"
 #: The instance transport kind each request plane advertises.
 _INSTANCE_KINDS = {"tcp": "tcp", "nats": "nats_tcp", "websocket": "websocket", "http": "http"}
 #: Dynamo's HTTP request-plane root.
@@ -95,12 +108,17 @@ class RequestContext:
         return self._stopped.is_set()
 
     def is_killed(self) -> bool:
-        """The caller sent ``"kill"``: the handler is being cancelled."""
+        """The caller sent ``"kill"`` (or stopped reading): the handler is being cancelled."""
         return self._killed
 
     async def wait_stopped(self) -> None:
         """Until the caller stops the call."""
         await self._stopped.wait()
+
+    def _cancel(self, why: str) -> None:
+        """The call home heard ``why``: stop, or kill (a stalled caller is killed too)."""
+        self._killed = self._killed or why in (KILL, STALLED)
+        self._stopped.set()
 
 
 def _error_object(exc: BaseException) -> dict[str, Any]:
@@ -116,8 +134,32 @@ def _error_object(exc: BaseException) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class WorkerStatistics:
+    """A snapshot of a worker's counters.
+
+    ``calls_refused`` were answered ``Server overloaded``/``Server unavailable``;
+    ``call_home_failures`` were accepted but their caller could not be reached in
+    time; ``planes`` has each request-plane server's own statistics.
+    """
+
+    calls_in_flight: int = 0
+    calls_accepted: int = 0
+    calls_refused: int = 0
+    handler_errors: int = 0
+    call_home_failures: int = 0
+    planes: Mapping[str, ServerStatistics | HttpPlaneStatistics] = field(default_factory=dict)
+
+
 class Worker:
-    """Serves endpoints; see the module doc. Use :func:`open_worker` or ``nursery.start(run)``."""
+    """Serves endpoints; see the module doc. Use :func:`open_worker` or ``nursery.start(run)``.
+
+    ``limits`` (:class:`~trioplane.servers.ServerLimits`) bound what each peer of
+    the TCP and WebSocket planes may hold (connections, idle time, a frame's and
+    a write's time; ``max_frame_size`` overrides its frame cap); ``call_home``
+    (:class:`~trioplane.servers.CallHomeLimits`) bounds each call's connection
+    back to its caller.
+    """
 
     def __init__(
         self,
@@ -131,12 +173,14 @@ class Worker:
         codec: str = "msgpack",
         max_concurrency: int = 1024,
         grace_period: float = 5.0,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_frame_size: int | None = None,
         transports: Sequence[str] = ("tcp",),
         websocket_port: int = 0,
         http_port: int = 0,
         nats_servers: str | Sequence[str] | None = None,
         nats: NatsOptions | None = None,
+        limits: ServerLimits | None = None,
+        call_home: CallHomeLimits | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
@@ -148,7 +192,6 @@ class Worker:
         self.transports = tuple(transports)
         self.websocket_port = websocket_port
         self.http_port = http_port
-        self._http: HttpPlaneServer | None = None
         self.nats_servers = nats_servers or os.environ.get("NATS_SERVER")
         self.nats_options: NatsOptions = nats or {}
         if "nats" in self.transports and not self.nats_servers:
@@ -163,14 +206,38 @@ class Worker:
         self.codec = codec
         self.max_concurrency = max_concurrency
         self.grace_period = grace_period
-        self.max_frame_size = max_frame_size
+        self.limits = limits or ServerLimits()
+        if max_frame_size is not None:
+            self.limits = dataclasses.replace(self.limits, max_frame_size=max_frame_size)
+        self.call_home_limits = call_home or CallHomeLimits()
         self.instances: list[Instance] = []
+        #: The running request-plane servers, by plane (``"tcp"``, ``"websocket"``...).
+        self.servers: dict[str, PlaneServer | HttpPlaneServer | NatsPlaneServer] = {}
         self._routes: dict[str, tuple[Handler, Instance]] = {}
         self._active = 0
+        self._accepted = 0
+        self._refused = 0
+        self._handler_errors = 0
+        self._call_home_failures = 0
         self._calls: trio.Nursery | None = None
         self._deregistered = False
         self._accepting = trio.CancelScope()
         self._idle = trio.Event()
+
+    @property
+    def max_frame_size(self) -> int:
+        return self.limits.max_frame_size
+
+    def statistics(self) -> WorkerStatistics:
+        """A snapshot of the worker's counters (no I/O)."""
+        return WorkerStatistics(
+            calls_in_flight=self._active,
+            calls_accepted=self._accepted,
+            calls_refused=self._refused,
+            handler_errors=self._handler_errors,
+            call_home_failures=self._call_home_failures,
+            planes={name: server.statistics() for name, server in self.servers.items()},
+        )
 
     async def run(
         self, *, task_status: trio.TaskStatus[list[Instance]] = trio.TASK_STATUS_IGNORED
@@ -194,40 +261,50 @@ class Worker:
             await self._deregister()
 
     async def _listen(self, nursery: trio.Nursery) -> dict[str, str]:
-        """Open the TCP and WebSocket listeners; each plane's address base."""
+        """Start the TCP, WebSocket and HTTP servers; each plane's address base."""
         bases = {}
         if "tcp" in self.transports:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-            self.port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
-            bases["tcp"] = format_host_port(self.advertise_host, self.port)
+            tcp = TcpPlaneServer(self._policy, host=self.host, port=self.port, limits=self.limits)
+            await nursery.start(tcp.serve)
+            self.servers["tcp"] = tcp
+            self.port = tcp.port
+            bases["tcp"] = format_host_port(self.advertise_host, tcp.port)
         if "websocket" in self.transports:
-            bases["websocket"] = await self._start_websocket(nursery)
+            from trioplane.servers.websocket import WebSocketPlaneServer
+
+            ws = WebSocketPlaneServer(
+                self._policy, host=self.host, port=self.websocket_port, limits=self.limits
+            )
+            await nursery.start(ws.serve)
+            self.servers["websocket"] = ws
+            self.websocket_port = ws.port
+            bases["websocket"] = f"ws://{format_host_port(self.advertise_host, ws.port)}"
         if "http" in self.transports:
             bases["http"] = await self._start_http(nursery)
         return bases
 
     async def _start_http(self, nursery: trio.Nursery) -> str:
         """Serve Dynamo's HTTP plane (``POST /v1/rpc/{path}`` -> 202) with hypercorn."""
-        from trioplane._http_plane import HttpPlaneServer, HttpReply, HttpRequest
+        from trioplane.servers.http import HttpPlaneServer, HttpReply, HttpRequest
 
         def answer(request: HttpRequest) -> HttpReply:
             endpoint = request.path.removeprefix(HTTP_ROOT + "/")
             ack = self._admit(RequestFrame(endpoint, request.headers, request.body))
             if not ack:
                 return HttpReply.accept()
-            status = 503 if ack.startswith("Server overloaded") else 404
-            return HttpReply.status_code(status, ack)
+            return HttpReply.status_code(503 if is_overloaded(ack) else 404, ack)
 
-        self._http = HttpPlaneServer(
+        http = HttpPlaneServer(
             policy=answer,
             host=self.host,
             port=self.http_port,
-            max_body_size=self.max_frame_size,
-            keep_received=False,  # a worker runs for long: keep no request bodies
+            max_body_size=self.limits.max_frame_size,
+            handshake_timeout=self.limits.handshake_timeout,
         )
-        await nursery.start(self._http.serve)
-        return f"http://{format_host_port(self.advertise_host, self._http.port)}{HTTP_ROOT}"
+        await nursery.start(http.serve)
+        self.servers["http"] = http
+        self.http_port = http.port
+        return f"http://{format_host_port(self.advertise_host, http.port)}{HTTP_ROOT}"
 
     def _make_instances(self, bases: Mapping[str, str]) -> None:
         for (namespace, component, endpoint), handler in self.handlers.items():
@@ -244,18 +321,18 @@ class Worker:
                 )  # fmt: skip
                 self._routes[path] = (handler, instance)
                 self.instances.append(instance)
-        if self._http is not None:  # the HTTP server answers 404 for any other path
-            self._http.endpoints = tuple(
+        http = self.servers.get("http")
+        if http is not None:  # the HTTP server answers 404 for any other path
+            http.endpoints = tuple(  # type: ignore[union-attr]
                 path for path, (_, i) in self._routes.items() if i.transport_kind == "http"
             )
 
     async def _serve_nats_plane(self, nursery: trio.Nursery) -> None:
         nats = await start_nats_connection(nursery, self.nats_servers, **self.nats_options)
-        for path, (_, instance) in self._routes.items():
-            if instance.transport_kind == "nats_tcp":
-                requests = await nats.subscribe(path)
-                nursery.start_soon(self._serve_nats, nats, requests, path)
-        await nats.flush()  # subscribed before anyone can discover us
+        subjects = [p for p, (_, i) in self._routes.items() if i.transport_kind == "nats_tcp"]
+        server = NatsPlaneServer(nats, subjects, self._policy)
+        await nursery.start(server.serve)  # subscribed before anyone can discover us
+        self.servers["nats"] = server
 
     async def aclose(self) -> None:
         """Stop accepting, deregister; calls in flight get ``grace_period``, then are cancelled."""
@@ -307,108 +384,26 @@ class Worker:
             with suppress(OSError):
                 self._path_of(instance).unlink()
 
-    # -- the request plane ---------------------------------------------------------------
-
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        decoder = RequestFrameDecoder(max_frame_size=self.max_frame_size)
-        async with stream:
-            while True:
-                try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if not data:
-                    return
-                decoder.feed(data)
-                acks = []
-                try:
-                    for frame in decoder.frames():
-                        acks.append(self._accept(frame))
-                except ProtocolError as exc:
-                    acks.append(encode_ack(f"Read error: {exc}"))
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await stream.send_all(b"".join(acks))
-                    return
-                if acks:
-                    try:
-                        await stream.send_all(b"".join(acks))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
-
-    def _accept(self, frame: RequestFrame) -> bytes:
-        """The TCP ack frame for a request (and its call started, if accepted)."""
-        return encode_ack(self._admit(frame))
+    # -- admission -----------------------------------------------------------------------
 
     def _admit(self, frame: RequestFrame) -> str:
         """Start the call, or say why not: the ack text, empty when accepted."""
         route = self._routes.get(frame.path)
         if route is None:
-            return f"Server unavailable: unknown endpoint {frame.path}"
+            self._refused += 1
+            return unknown_endpoint(frame.path)
         if self._active >= self.max_concurrency or self._calls is None:
-            return OVERLOADED
+            self._refused += 1
+            return WORKER_AT_CAPACITY
         self._active += 1
+        self._accepted += 1
         self._calls.start_soon(self._call, route[0], frame)
         return ""
 
-    # -- the WebSocket request plane ---------------------------------------------------------
-
-    async def _start_websocket(self, nursery: trio.Nursery) -> str:
-        """Serve the WebSocket plane (one TCP frame per message); its ``ws://`` base."""
-        import trio_websocket  # an optional extra: trioplane[websocket]
-
-        server = await nursery.start(
-            partial(
-                trio_websocket.serve_websocket,
-                self._serve_websocket,
-                self.host,
-                self.websocket_port,
-                None,
-                max_message_size=self.max_frame_size,
-            )
-        )
-        return f"ws://{format_host_port(self.advertise_host, server.port)}"
-
-    async def _serve_websocket(self, request: Any) -> None:
-        import trio_websocket
-
-        ws = await request.accept()
-        try:
-            while True:
-                message = await ws.get_message()
-                try:
-                    frame = self._one_frame(message)
-                except ProtocolError as exc:
-                    await ws.send_message(encode_ack(f"Read error: {exc}"))
-                    await ws.aclose()
-                    return
-                await ws.send_message(self._accept(frame))
-        except trio_websocket.ConnectionClosed:
-            pass
-
-    def _one_frame(self, message: bytes | str) -> RequestFrame:
-        """The request frame a WebSocket message holds: exactly one, binary."""
-        if isinstance(message, str):
-            raise ProtocolError("a request must be a binary message")
-        decoder = RequestFrameDecoder(max_frame_size=self.max_frame_size)
-        decoder.feed(message)
-        frame = decoder.next_frame()
-        if frame is None or decoder.buffered:
-            raise ProtocolError("a message must hold exactly one request frame")
-        return frame
-
-    # -- the NATS request plane -----------------------------------------------------------
-
-    async def _serve_nats(
-        self, connection: NatsConnection, requests: Subscription, subject: str
-    ) -> None:
-        """Requests on ``subject``: the reply is the ack (empty = accepted), as Dynamo's."""
-        async with requests:
-            async for msg in requests:
-                headers = {k: v[0] for k, v in (msg.headers or {}).items() if v}
-                ack = self._admit(RequestFrame(subject, headers, msg.payload))
-                if msg.reply is not None:
-                    with suppress(TrioplaneError):
-                        await connection.publish(msg.reply, ack.encode())
+    def _policy(self, frame: RequestFrame) -> Reply:
+        """The TCP, WebSocket and NATS planes' policy: admit, or refuse with Dynamo's text."""
+        text = self._admit(frame)
+        return ACCEPT if not text else Reply.reject(text)
 
     # -- one call ------------------------------------------------------------------------
 
@@ -428,36 +423,48 @@ class Worker:
             message = decode_two_part(frame.payload)
             control = ControlMessage.decode(message.header)
         except ProtocolError as exc:
-            log.warning("request on %s has no valid control message: %s", frame.path, exc)
+            _peer_errors.warning(
+                "control", "request on %s has no valid control message: %s", frame.path, exc
+            )
             return  # as Dynamo: acked, and nowhere to call home
-        codec = get_codec(control.payload_codec)
         context = RequestContext(control.id, control.metadata, frame.headers)
-        host, port = split_host_port(control.call_home.address, control.call_home.address, "")
-        stream = await trio.open_tcp_stream(host, port)
-        async with stream, trio.open_nursery() as nursery:
-            await stream.send_all(encode_handshake(control.call_home.subject))
-            try:
-                request = codec.decode(message.body)
-            except ProtocolError as exc:
-                await stream.send_all(encode_prologue(f"cannot decode the request: {exc}"))
-                return
-            handler_scope = trio.CancelScope()
-            nursery.start_soon(self._watch_caller, stream, context, handler_scope)
-            await stream.send_all(encode_prologue())
-            completed = await self._produce(handler, request, context, stream, codec, handler_scope)
-            if completed and not context.is_stopped():
-                await stream.send_all(encode_end(codec) + encode_sentinel())
-                with trio.move_on_after(SENTINEL_WAIT):  # as Dynamo: let the caller close
-                    await context.wait_stopped()
-            nursery.cancel_scope.cancel()
+        handler_scope = trio.CancelScope()
+
+        def on_cancel(why: str) -> None:
+            context._cancel(why)
+            if context.is_killed():
+                handler_scope.cancel()
+
+        try:
+            async with open_call_home(
+                control.call_home, limits=self.call_home_limits, on_cancel=on_cancel
+            ) as home:
+                try:
+                    codec = get_codec(control.payload_codec)
+                    request = codec.decode(message.body)
+                except (ProtocolError, ValueError) as exc:
+                    _peer_errors.warning(
+                        "decode", "cannot decode a request on %s: %s", frame.path, exc
+                    )
+                    await home.send(encode_prologue(f"cannot decode the request: {exc}"))
+                    return
+                await home.send(encode_prologue())
+                completed = await self._produce(
+                    handler, request, context, home, codec, handler_scope
+                )
+                if completed and not context.is_stopped():
+                    await home.finish(codec)
+        except ConnectError as exc:
+            self._call_home_failures += 1
+            _peer_errors.warning("call-home", "request %s on %s: %s", control.id, frame.path, exc)
 
     async def _produce(
         self,
         handler: Handler,
         request: Any,
         context: RequestContext,
-        stream: trio.SocketStream,
-        codec: Any,
+        home: CallHomeSender,
+        codec: PayloadCodec,
         scope: trio.CancelScope,
     ) -> bool:
         """Run the handler, sending each item; False if it was stopped or killed."""
@@ -465,36 +472,13 @@ class Worker:
             try:
                 async with aclosing(handler(request, context)) as items:  # type: ignore[type-var]
                     async for item in items:
-                        if context.is_stopped():
-                            continue  # the handler decides when to end; nobody reads now
-                        try:
-                            await stream.send_all(encode_item(codec, {"data": item}))
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            context._stopped.set()  # the caller went away
+                        if not context.is_stopped():  # else the handler decides when to end
+                            await home.send(encode_item(codec, {"data": item}))
             except Exception as exc:  # the handler's error goes to the caller
-                await stream.send_all(
-                    encode_item(codec, {"event": "error", "error": _error_object(exc)})
-                )
+                self._handler_errors += 1
+                await home.send(encode_item(codec, {"event": "error", "error": _error_object(exc)}))
             return not context.is_stopped()
         return False  # killed: the scope was cancelled
-
-    async def _watch_caller(
-        self, stream: trio.SocketStream, context: RequestContext, handler_scope: trio.CancelScope
-    ) -> None:
-        """Read ``"stop"``/``"kill"`` (or the caller leaving) off the call-home connection."""
-        decoder = TwoPartDecoder()
-        try:
-            while data := await stream.receive_some(RECEIVE_SIZE):
-                decoder.feed(data)
-                for message in decoder.messages():
-                    kind = decode_cancel(message.header)
-                    context._killed = context._killed or kind == "kill"
-                    context._stopped.set()
-                    if context._killed:
-                        handler_scope.cancel()
-        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        context._stopped.set()  # the caller went away: nobody reads the items any more
 
 
 async def serve_endpoint(
@@ -516,12 +500,5 @@ async def serve_endpoint(
 @asynccontextmanager
 async def open_worker(endpoints: Mapping[str, Handler], **options: Any) -> AsyncIterator[Worker]:
     """Serve ``endpoints`` (``{"ns.comp.ep": handler}``) for the duration of the block."""
-    worker = Worker(endpoints, **options)
-    with collapse_groups():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.run)
-            try:
-                yield worker
-            finally:
-                await worker.aclose()
-                nursery.cancel_scope.cancel()
+    async with running(Worker(endpoints, **options)) as worker:
+        yield worker

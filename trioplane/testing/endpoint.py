@@ -4,12 +4,13 @@ A real worker never sends a malformed response stream; this one sends whatever
 its *script* says. It listens on the TCP request plane (the test worker of
 :mod:`trioplane.testing.worker`), decodes each request's control message and
 body, and then either rejects it (the script returns a
-:class:`~trioplane.testing.Reply`) or acks it and calls home, sending the
-script's frames: bytes are written as they are, a float pauses that many
-seconds. After a script ending with the sentinel it waits (up to 10 s, as
-Dynamo) for the caller to close; after any other script it closes at once, like
-a worker dying mid-stream. It records every call and every ``"stop"``/``"kill"``
-it receives (and then stops sending, as Dynamo does).
+:class:`~trioplane.testing.Reply`) or acks it and calls home through the
+library's call-home sender (:func:`~trioplane.servers.open_call_home`, as the
+worker does), sending the script's frames: bytes are written as they are, a
+float pauses that many seconds. After a script ending with the sentinel it
+waits (up to 10 s, as Dynamo) for the caller to close; after any other script
+it closes at once, like a worker dying mid-stream. It records every call and
+every ``"stop"``/``"kill"`` it receives (and then stops sending, as Dynamo does).
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ from typing import Any
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import ConnectError, ProtocolError
 from trioplane._types import Instance
 from trioplane._util import serving
+from trioplane.servers import CallHomeSender, open_call_home
+from trioplane.servers.callhome import KILL, STOP
 from trioplane.testing.worker import Reply, TcpTestWorker
 from trioplane.wire.codecs import PayloadCodec, get_codec
-from trioplane.wire.control import ControlMessage, encode_handshake
-from trioplane.wire.response import (
-    decode_cancel,
-    encode_end,
-    encode_item,
-    encode_prologue,
-    encode_sentinel,
-)
+from trioplane.wire.control import ControlMessage
+from trioplane.wire.rejections import bad_request
+from trioplane.wire.response import encode_end, encode_item, encode_prologue, encode_sentinel
 from trioplane.wire.tcp import RequestFrame
-from trioplane.wire.twopart import TwoPartDecoder, decode_two_part
+from trioplane.wire.twopart import decode_two_part
 
 __all__ = ["FakeCall", "FakeEndpointWorker", "open_fake_endpoint_worker", "stream_frames"]
 
@@ -117,7 +115,7 @@ class FakeEndpointWorker:
             control = ControlMessage.decode(message.header)
             request = get_codec(control.payload_codec).decode(message.body)
         except (ProtocolError, ValueError) as exc:
-            return Reply.reject(f"Server unavailable: bad request: {exc}")
+            return Reply.reject(bad_request(exc))
         call = FakeCall(frame.path, dict(frame.headers), control, request)
         self.calls.append(call)
         actions = self.script(call)
@@ -128,44 +126,30 @@ class FakeEndpointWorker:
         return Reply.accept()
 
     async def _call_home(self, call: FakeCall, actions: list[Action]) -> None:
-        host, _, port = call.control.call_home.address.rpartition(":")
-        try:
-            stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
-        except OSError:
-            call.finished = True
-            return
-        async with stream, trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_cancels, stream, call, nursery.cancel_scope)
+        with trio.CancelScope() as script:
+
+            def on_cancel(why: str) -> None:
+                if why in (STOP, KILL):
+                    call.cancels.append(why)
+                script.cancel()  # as Dynamo: stop sending, close without the end
+
             try:
-                await stream.send_all(encode_handshake(call.control.call_home.subject))
-                for action in actions:
-                    if isinstance(action, bytes):
-                        await stream.send_all(action)
-                    else:
-                        await trio.sleep(action)
-                if actions and actions[-1] == encode_sentinel():
-                    with trio.move_on_after(10):  # as Dynamo: wait for the caller to close
-                        await trio.sleep_forever()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                async with open_call_home(call.control.call_home, on_cancel=on_cancel) as home:
+                    await self._play(home, actions)
+            except ConnectError:
                 pass
-            finally:
-                call.finished = True
-                nursery.cancel_scope.cancel()
+        call.finished = True
 
     @staticmethod
-    async def _read_cancels(
-        stream: trio.SocketStream, call: FakeCall, scope: trio.CancelScope
-    ) -> None:
-        decoder = TwoPartDecoder()
-        try:
-            while data := await stream.receive_some():
-                decoder.feed(data)
-                for message in decoder.messages():
-                    call.cancels.append(decode_cancel(message.header))
-                    scope.cancel()  # as Dynamo: stop sending, close without the end
-        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        scope.cancel()
+    async def _play(home: CallHomeSender, actions: list[Action]) -> None:
+        """Send the script's frames; as Dynamo, stop at the caller's stop or kill."""
+        for action in actions:
+            if isinstance(action, bytes):
+                await home.send(action)
+            else:
+                await trio.sleep(action)
+        if actions and actions[-1] == encode_sentinel():
+            await home.wait_closed()  # as Dynamo: wait for the caller to close
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ from typing import Any
 
 from trioplane.testing.endpoint import Action, FakeCall, Script, stream_frames
 from trioplane.testing.worker import Reply
+from trioplane.wire.rejections import WORKER_AT_CAPACITY
 from trioplane.wire.response import encode_item, encode_prologue
 
 __all__ = [
@@ -35,7 +36,7 @@ def _head(call: FakeCall, items: Items, n: int) -> list[Action]:
     return [encode_prologue(), *(encode_item(call.codec, {"data": x}) for x in items(call)[:n])]
 
 
-def reject(text: str = "Server overloaded: worker at capacity", *, delay: float = 0.0) -> Script:
+def reject(text: str = WORKER_AT_CAPACITY, *, delay: float = 0.0) -> Script:
     """Refuse every request with this ack text (after ``delay`` seconds)."""
     return lambda call: Reply.reject(text, delay=delay)
 

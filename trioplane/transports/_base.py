@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import urllib.parse
 from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
 from typing import Generic
 
@@ -208,50 +207,3 @@ class PipelinedClient(ManagedClient, abc.ABC, Generic[K]):
         if self._pool is None or self._nursery is None:
             raise ClientClosed("client is not started")
         self._nursery.start_soon(self._pool.watch_instances, instance_updates, self._warmup_key)
-
-
-def parse_port(text: str, address: str, forms: str) -> int:
-    """A TCP port 1-65535 from ``text``, or ``ValueError`` naming the accepted forms."""
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"bad port in address {address!r}; accepted forms: {forms}")
-    return int(text)
-
-
-def split_host_port(hostport: str, address: str, forms: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); ``ValueError`` otherwise."""
-    if hostport.startswith("["):
-        host, sep, rest = hostport[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"bad IPv6 address {address!r}; accepted forms: {forms}")
-        return host, parse_port(rest[1:], address, forms)
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or ":" in host:
-        raise ValueError(f"address {address!r} needs host:port; accepted forms: {forms}")
-    return host, parse_port(port, address, forms)
-
-
-def format_host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def split_url(
-    address: str, schemes: tuple[str, ...], forms: str, what: str
-) -> tuple[urllib.parse.SplitResult, int]:
-    """Check a ``scheme://host[:port]/path`` address: its parts and its port (the
-    scheme's default when absent); ``ValueError`` naming ``forms`` if malformed."""
-    if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
-    if any(c.isspace() for c in address):
-        raise ValueError(f"address {address!r} contains whitespace; accepted: {forms}")
-    parts = urllib.parse.urlsplit(address)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"not {what} address: {address!r}; accepted: {forms}")
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        raise ValueError(f"bad port in {address!r}; accepted: {forms}") from None
-    return parts, port

@@ -40,7 +40,9 @@ from trioplane._errors import (
 )
 from trioplane._types import ClientStats, Instance, StatsRecorder
 from trioplane._util import check_options, reason, running
-from trioplane.transports._base import ManagedClient, split_url
+from trioplane.addresses import split_url
+from trioplane.transports._base import ManagedClient
+from trioplane.wire.rejections import ENDPOINT_NOT_FOUND
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 
 if TYPE_CHECKING:
@@ -324,7 +326,7 @@ def _ack(response: httpx.Response) -> bytes:
         return response.content
     text = response.text.strip()
     if status == 404:
-        raise WorkerUnavailable(text or "Endpoint not found")
+        raise WorkerUnavailable(text or ENDPOINT_NOT_FOUND)
     if status in (429, 503):
         raise WorkerOverloaded(text or f"HTTP {status}")
     if status == 413:

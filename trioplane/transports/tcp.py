@@ -7,7 +7,6 @@ persistent, pipelined connections per ``host:port``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypedDict
@@ -18,7 +17,8 @@ from trioplane._errors import ConnectionLost
 from trioplane._sockets import ByteLink
 from trioplane._types import Instance
 from trioplane._util import check_options, running
-from trioplane.transports._base import PipelinedClient, format_host_port, split_host_port
+from trioplane.addresses import format_host_port, parse_tcp_address
+from trioplane.transports._base import PipelinedClient
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
 
@@ -35,8 +35,6 @@ __all__ = [
 
 #: How a TCP client opens a byte stream to ``(host, port)``: the seam for tests.
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
-
-ADDRESS_FORMS = "'host:port/path', 'tcp://host:port/path', '[v6addr]:port/path'"
 
 
 class TcpClientOptions(TypedDict, total=False):
@@ -61,26 +59,6 @@ class TcpClientOptions(TypedDict, total=False):
     close_grace_period: float
     max_frame_size: int
     connector: Connector
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_tcp_address(address: str) -> tuple[str, int, str]:
-    """Split a TCP address into host, port and path; ``ValueError`` if malformed.
-
-    Cached: a client sends to the same few addresses over and over.
-    """
-    if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
-    rest = address[len("tcp://") :] if address.startswith("tcp://") else address
-    if "://" in rest:
-        raise ValueError(f"not a TCP address: {address!r}; accepted forms: {ADDRESS_FORMS}")
-    if any(c.isspace() for c in rest):
-        raise ValueError(
-            f"address {address!r} contains whitespace; accepted forms: {ADDRESS_FORMS}"
-        )
-    hostport, _, path = rest.partition("/")
-    host, port = split_host_port(hostport, address, ADDRESS_FORMS)
-    return host, port, path
 
 
 class StreamFrameChannel:

@@ -24,7 +24,8 @@ import trio
 from trioplane._errors import ConnectError, ConnectionLost, ProtocolError
 from trioplane._types import Instance
 from trioplane._util import check_options, reason, running
-from trioplane.transports._base import PipelinedClient, format_host_port, split_url
+from trioplane.addresses import format_host_port, split_url
+from trioplane.transports._base import PipelinedClient
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, decode_ack, encode_request_frame
 

@@ -23,6 +23,7 @@ from trioplane._errors import MalformedStream, ProtocolError, StreamIncomplete
 from trioplane.wire._json import dump_json, load_json
 from trioplane.wire.codecs import PayloadCodec
 from trioplane.wire.control import decode_handshake
+from trioplane.wire.rejections import REJECTIONS
 from trioplane.wire.twopart import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
@@ -98,8 +99,6 @@ class Sentinel:
 
 ResponseEvent = Handshake | Prologue | Item | End | Sentinel | Rejected
 
-#: Ack texts (and first stream frames, in newer Dynamo) that refuse a request.
-REJECTIONS = ("Server overloaded:", "Server unavailable:")
 _REJECTION_BYTES = tuple(text.encode() for text in REJECTIONS)
 
 _HANDSHAKE, _PROLOGUE, _ITEMS, _ENDED, _DONE = range(5)

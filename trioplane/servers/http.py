@@ -1,9 +1,8 @@
 """Dynamo's HTTP request plane (as served by Dynamo up to 1.2.1), on hypercorn.
 
-The server behind the worker side's HTTP plane (:func:`trioplane.open_worker`,
-``keep_received=False``) and, under the names ``HttpTestWorker`` and
-``open_http_test_worker``, the test worker of :mod:`trioplane.testing.http`.
-It needs hypercorn (extras ``http-worker`` and ``test``).
+The server behind the worker side's HTTP plane (:func:`trioplane.open_worker`)
+and the HTTP test worker of :mod:`trioplane.testing.http` (which records what
+it receives). It needs hypercorn (extras ``http-worker`` and ``test``).
 
 It runs hypercorn's Trio server on 127.0.0.1 (a free port by default) with a
 small ASGI app that answers like Dynamo 1.2.1's worker (checked against the
@@ -26,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -43,7 +41,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from trioplane._util import serving
+from trioplane.wire.rejections import ENDPOINT_NOT_FOUND
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -52,7 +50,7 @@ __all__ = [
     "HttpReply",
     "HttpRequest",
     "HttpPlaneServer",
-    "open_http_plane_server",
+    "HttpPlaneStatistics",
 ]
 
 DEFAULT_ROOT = "/v1/rpc"
@@ -61,7 +59,6 @@ DEFAULT_MAX_BODY_SIZE = 2 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_STREAMS = 200
 TEXT_PLAIN = ("content-type", "text/plain; charset=utf-8")
 BODY_TOO_LARGE = b"Failed to buffer the request body: length limit exceeded"
-ENDPOINT_NOT_FOUND = b"Endpoint not found"
 UNLIMITED = 2**62
 
 
@@ -127,13 +124,32 @@ def accept_all(request: HttpRequest) -> HttpReply:
     return HttpReply.accept()
 
 
+@dataclass(frozen=True)
+class HttpPlaneStatistics:
+    """A snapshot of an HTTP plane server's counters."""
+
+    #: Requests answered (any status).
+    requests_served: int = 0
+    #: Requests whose caller left before the answer (e.g. an HTTP/2 ``RST_STREAM``).
+    requests_abandoned: int = 0
+    #: Requests received and not yet answered or abandoned.
+    requests_in_flight: int = 0
+
+
 @dataclass
 class HttpPlaneServer:
-    """A running HTTP test worker: its URLs, what it received, and its policy.
+    """A running HTTP plane server: its URLs, its policy, its counters.
 
     ``policy`` is asked only about requests Dynamo would accept (a ``POST`` to a
     served endpoint with a body within the limit); the 404/405/413 answers come
     first, in Dynamo's order (path, method, body size, endpoint name).
+    ``on_request`` sees every request received (the test worker records them).
+    One port speaks HTTP/1.1 and h2c; with ``certfile`` and ``keyfile``, https.
+    ``keep_alive_max_requests`` makes hypercorn retire connections: on HTTP/1.1
+    the N-th answer carries ``connection: close``; on HTTP/2 the request *after*
+    the N-th makes it send GOAWAY (``last_stream_id`` = that request's stream),
+    and it then drops that request and every other one still in flight on the
+    connection without an answer (their callers see the GOAWAY as an error).
     """
 
     policy: HttpPolicy = accept_all
@@ -149,20 +165,30 @@ class HttpPlaneServer:
     #: Seconds an idle connection stays open (hypercorn's default).
     keep_alive_timeout: float = 5.0
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
-    #: Every request, in the order their bodies were complete (when ``keep_received``).
-    received: list[HttpRequest] = field(default_factory=list)
-    #: False: keep nothing in ``received`` (a long run's memory stays flat).
-    keep_received: bool = True
+    #: Called with every request, once its body is complete (or its caller left).
+    on_request: Callable[[HttpRequest], None] | None = None
     #: PEM files of the server's certificate (chain) and key: serve https (ALPN: h2,
     #: http/1.1). ``None``: plain text.
     certfile: str | None = None
     keyfile: str | None = None
+    #: Seconds a TLS handshake may take.
+    handshake_timeout: float = 10.0
     #: Requests answered (any status).
     requests_served: int = 0
     #: Requests whose caller left before the answer (e.g. an HTTP/2 ``RST_STREAM``).
     requests_abandoned: int = 0
     #: Requests received and not yet answered or abandoned.
     requests_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("https needs both certfile and keyfile")
+
+    def statistics(self) -> HttpPlaneStatistics:
+        """A snapshot of the server's counters."""
+        return HttpPlaneStatistics(
+            self.requests_served, self.requests_abandoned, self.requests_in_flight
+        )
 
     @property
     def base_url(self) -> str:
@@ -185,6 +211,7 @@ class HttpPlaneServer:
         config.h2_max_concurrent_streams = self.max_concurrent_streams
         config.certfile = self.certfile
         config.keyfile = self.keyfile
+        config.ssl_handshake_timeout = self.handshake_timeout
         config.include_server_header = False
         config.accesslog = None
         config.errorlog = logging.getLogger("trioplane.http_plane")
@@ -233,8 +260,8 @@ class HttpPlaneServer:
             client=(client[0], client[1]) if client is not None else None,
             complete=not disconnected,
         )
-        if self.keep_received:
-            self.received.append(request)
+        if self.on_request is not None:
+            self.on_request(request)
         if disconnected:
             self.requests_abandoned += 1
             return
@@ -301,52 +328,3 @@ class HttpPlaneServer:
                 pass
             return True
         return False
-
-
-@asynccontextmanager
-async def open_http_plane_server(
-    policy: HttpPolicy | None = None,
-    *,
-    endpoints: Iterable[str] = ("generate",),
-    host: str = "127.0.0.1",
-    port: int = 0,
-    root: str = DEFAULT_ROOT,
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    keep_alive_max_requests: int | None = None,
-    keep_alive_timeout: float = 5.0,
-    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
-    keep_received: bool = True,
-    certfile: str | None = None,
-    keyfile: str | None = None,
-) -> AsyncIterator[HttpPlaneServer]:
-    """Run an :class:`HttpPlaneServer` for the duration of the block.
-
-    ``keep_alive_max_requests`` makes hypercorn retire connections: on HTTP/1.1
-    the N-th answer carries ``connection: close``; on HTTP/2 the request *after*
-    the N-th makes it send GOAWAY (``last_stream_id`` = that request's stream),
-    and it then drops that request and every other one still in flight on the
-    connection without an answer (their callers see the GOAWAY as an error).
-    ``max_concurrent_streams`` is the HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
-    (Dynamo's is 200). ``keep_received=False`` keeps no request in ``received``
-    (a long run's memory stays flat). ``certfile`` and ``keyfile`` (PEM) make it
-    serve https, HTTP/2 chosen by ALPN. Leaving the block stops the server at once:
-    requests in flight are dropped.
-    """
-    if (certfile is None) != (keyfile is None):
-        raise ValueError("https needs both certfile and keyfile")
-    worker = HttpPlaneServer(
-        policy=policy or accept_all,
-        endpoints=tuple(endpoints),
-        host=host,
-        port=port,
-        root=root,
-        max_body_size=max_body_size,
-        keep_alive_max_requests=keep_alive_max_requests,
-        keep_alive_timeout=keep_alive_timeout,
-        max_concurrent_streams=max_concurrent_streams,
-        keep_received=keep_received,
-        certfile=certfile,
-        keyfile=keyfile,
-    )
-    async with serving(worker.serve):
-        yield worker

@@ -1,0 +1,207 @@
+"""The worker's side of the response plane: call the caller home and stream back.
+
+:func:`open_call_home` connects to the address a request's control message
+names (within ``connect_timeout``; over TLS when given a context), sends the
+handshake naming the caller's subject, and hands back a :class:`CallHomeSender`
+for the rest of the stream (prologue, items, end, sentinel: the frames of
+:mod:`trioplane.wire.response`). A task reads what the caller sends back:
+``"stop"`` and ``"kill"``, or its leaving; ``on_cancel`` hears each at once. A
+write the caller does not take within ``write_timeout`` counts as the caller
+being gone for good (``"stalled"``), so a caller that stops reading cannot hold
+a worker's slot. The worker and the fake endpoint worker of
+:mod:`trioplane.testing` both call home through here.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from trioplane._errors import ConnectError, ProtocolError
+from trioplane._sockets import ByteLink
+from trioplane._util import reason
+from trioplane.addresses import split_host_port
+from trioplane.wire.codecs import PayloadCodec
+from trioplane.wire.control import CallHomeInfo, encode_handshake
+from trioplane.wire.response import decode_cancel, encode_end, encode_sentinel
+from trioplane.wire.twopart import TwoPartDecoder
+
+__all__ = [
+    "CallHomeLimits",
+    "CallHomeSender",
+    "open_call_home",
+]
+
+#: ``on_cancel`` reasons: the caller sent ``"stop"`` or ``"kill"``, left, or stopped reading.
+STOP, KILL, GONE, STALLED = "stop", "kill", "gone", "stalled"
+
+
+@dataclass(frozen=True)
+class CallHomeLimits:
+    """Deadlines of a call home (defaults are production ones; ``math.inf``: none).
+
+    * ``connect_timeout`` (10 s): TCP connect and TLS handshake to the caller.
+    * ``write_timeout`` (30 s): a frame the caller does not take within this ends
+      the call (``"stalled"``): a caller that stops reading frees the worker's slot.
+    * ``sentinel_wait`` (10 s, Dynamo's): after the sentinel, how long to wait for
+      the caller to close.
+    """
+
+    connect_timeout: float = 10.0
+    write_timeout: float = 30.0
+    sentinel_wait: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "write_timeout", "sentinel_wait"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0")
+
+
+DEFAULT_CALL_HOME_LIMITS = CallHomeLimits()
+
+
+class CallHomeSender:
+    """One open call-home connection: send the stream's frames, hear the caller.
+
+    ``cancels`` lists the ``"stop"``/``"kill"`` frames the caller sent;
+    :attr:`stopped` is true once the caller stopped or killed the call, left, or
+    stopped reading. Made by :func:`open_call_home`.
+    """
+
+    def __init__(
+        self,
+        link: ByteLink,
+        limits: CallHomeLimits,
+        on_cancel: Callable[[str], object] | None,
+    ) -> None:
+        self._link = link
+        self.limits = limits
+        self.on_cancel = on_cancel
+        self.cancels: list[str] = []
+        self._gone = False
+        self._stopped = trio.Event()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def _cancelled(self, why: str) -> None:
+        if why in (STOP, KILL):
+            self.cancels.append(why)
+        else:
+            if self._gone:
+                return
+            self._gone = True
+        self._stopped.set()
+        if self.on_cancel is not None:
+            self.on_cancel(why)
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` (frames); a no-op once the caller is gone. A checkpoint.
+
+        A write the caller does not take within ``write_timeout`` ends the call:
+        the connection is closed and ``on_cancel("stalled")`` is called.
+        """
+        link = self._link
+        if self._gone:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            sent = link.send_nowait(data)  # the usual case: the kernel takes it all now
+            if sent == len(data):
+                await trio.lowlevel.checkpoint()
+                return
+            with trio.move_on_after(self.limits.write_timeout) as scope:
+                await link.send_all(memoryview(data)[sent:])
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._cancelled(GONE)
+            return
+        if scope.cancelled_caught:
+            link.close_now()  # a half-written frame: nothing more can go on this connection
+            self._cancelled(STALLED)
+
+    async def finish(self, codec: PayloadCodec) -> None:
+        """End the stream (``complete_final``, then the sentinel) and wait, up to
+        ``sentinel_wait``, for the caller to close, as Dynamo's worker does."""
+        await self.send(encode_end(codec) + encode_sentinel())
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Until the caller closes, stops or kills the call, or ``sentinel_wait`` passes."""
+        with trio.move_on_after(self.limits.sentinel_wait):
+            await self._stopped.wait()
+
+    async def _read_cancels(self) -> None:
+        decoder = TwoPartDecoder()
+        try:
+            while data := await self._link.receive():
+                decoder.feed(data)
+                for message in decoder.messages():
+                    self._cancelled(decode_cancel(message.header))
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self._cancelled(GONE)  # nobody reads the items any more
+
+
+async def _connect(
+    address: str, ssl_context: ssl.SSLContext | None, server_hostname: str | None
+) -> trio.abc.Stream:
+    """A stream to ``address`` (TLS-wrapped and handshaken when given a context).
+
+    The caller's cancel scope bounds it; a failure is a :class:`ConnectError`.
+    """
+    host, port = split_host_port(address)
+    stream: trio.abc.Stream | None = None
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+        if ssl_context is not None:
+            stream = tls = trio.SSLStream(
+                stream, ssl_context, server_hostname=server_hostname or host
+            )
+            await tls.do_handshake()
+    except BaseException as exc:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        if isinstance(exc, (OSError, trio.BrokenResourceError)):
+            what = "TLS with" if isinstance(stream, trio.SSLStream) else "cannot connect to"
+            raise ConnectError(f"call home: {what} {address} failed: {reason(exc)}") from exc
+        raise
+    return stream
+
+
+@asynccontextmanager
+async def open_call_home(
+    info: CallHomeInfo,
+    *,
+    limits: CallHomeLimits = DEFAULT_CALL_HOME_LIMITS,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    on_cancel: Callable[[str], object] | None = None,
+) -> AsyncIterator[CallHomeSender]:
+    """Call the caller home at ``info.address``, send the handshake, and stream.
+
+    Raises :class:`~trioplane.ConnectError` when the caller cannot be reached in
+    time (or its TLS fails; ``server_hostname`` defaults to the address's host).
+    Leaving the block closes the connection.
+    """
+    timeout = limits.connect_timeout
+    with trio.move_on_after(timeout) as scope:
+        stream = await _connect(info.address, ssl_context, server_hostname)
+    if scope.cancelled_caught:
+        raise ConnectError(f"call home to {info.address} timed out after {timeout:g} s")
+    link = ByteLink(stream)
+    sender = CallHomeSender(link, limits, on_cancel)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender._read_cancels)
+            await sender.send(encode_handshake(info.subject))
+            try:
+                yield sender
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        link.close_now()

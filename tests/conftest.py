@@ -17,6 +17,8 @@ from trioplane.testing import Reply, TcpTestWorker, open_tcp_test_worker, serve_
 from trioplane.testing.worker import Policy
 from trioplane.wire.tcp import RequestFrame
 
+from .pki import Pki, make_pki
+
 # Shared, noisy machines: no per-example deadline (speed lives in benchmarks/).
 settings.register_profile("trioplane", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("trioplane")
@@ -95,3 +97,9 @@ def split_at(blob: bytes, cuts: list[int]) -> list[bytes]:
     """``blob`` cut at every offset in ``cuts`` (duplicates give empty chunks)."""
     bounds = [0, *sorted(cuts), len(blob)]
     return [blob[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, server, client, wrong-name and expired certificates, as PEM files."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

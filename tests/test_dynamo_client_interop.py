@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,10 @@ import trioplane
 from trioplane import FileDiscovery
 from trioplane.worker import RequestContext, open_worker
 
-from .dynamo import dynamo_python, worker_env
+from .dynamo import dynamo_client_call
 from .nats import NatsServer, start_nats_server
 
 pytestmark = pytest.mark.dynamo
-CLIENT_SCRIPT = Path(__file__).with_name("dynamo") / "client_script.py"
 stopped: list[bool] = []
 
 
@@ -43,21 +41,6 @@ async def slow(request: Any, context: RequestContext) -> AsyncIterator[Any]:
         stopped.append(context.is_stopped())
 
 
-async def dynamo_call(
-    kv: Path, endpoint: str, request: object, *extra: str, **env_extra: str
-) -> list[Any]:
-    """Run Dynamo's client in its own venv; its JSON lines, parsed."""
-    env = worker_env(kv, **env_extra)
-    del env["DYN_TCP_RPC_PORT"]  # a client process must not bind the worker's port
-    python = await trio.to_thread.run_sync(dynamo_python)
-    result = await trio.run_process(
-        [str(python), str(CLIENT_SCRIPT), endpoint, json.dumps(request), *extra],
-        env=env, capture_stdout=True, capture_stderr=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    return [json.loads(line) for line in result.stdout.decode().splitlines()]
-
-
 @pytest.fixture
 async def kv(tmp_path: Path) -> AsyncIterator[Path]:
     endpoints = {"interop.tw.count": count, "interop.tw.boom": boom, "interop.tw.slow": slow}
@@ -66,19 +49,19 @@ async def kv(tmp_path: Path) -> AsyncIterator[Path]:
 
 
 async def test_dynamo_client_streams_from_a_trioplane_worker(kv: Path) -> None:
-    lines = await dynamo_call(kv, "interop.tw.count", {"n": 50})
+    lines = await dynamo_client_call(kv, "interop.tw.count", {"n": 50})
     assert lines == [{"item": {"i": i, "codec": True}} for i in range(50)] + [{"done": True}]
 
 
 async def test_dynamo_client_sees_the_handlers_error(kv: Path) -> None:
-    lines = await dynamo_call(kv, "interop.tw.boom", {})
+    lines = await dynamo_client_call(kv, "interop.tw.boom", {})
     assert lines[0] == {"item": {"i": 0}}
     assert "ValueError: boom" in lines[1]["error"]
 
 
 async def test_dynamo_client_stopping_stops_the_handler(kv: Path) -> None:
     stopped.clear()
-    lines = await dynamo_call(kv, "interop.tw.slow", {}, "3")
+    lines = await dynamo_client_call(kv, "interop.tw.slow", {}, "3")
     assert lines == [{"item": {"i": i}} for i in range(3)] + [{"done": True}]
     with trio.fail_after(10):
         while not stopped:  # noqa: ASYNC110 - the handler runs in this process
@@ -102,12 +85,12 @@ async def test_over_nats_both_clients_stream_from_a_trioplane_worker(
     ) as worker:
         assert {i.transport_kind for i in worker.instances} == {"nats_tcp"}
         over_nats = {"DYN_REQUEST_PLANE": "nats", "NATS_SERVER": nats.url}
-        lines = await dynamo_call(tmp_path, "interop.twn.count", {"n": 5}, **over_nats)
+        lines = await dynamo_client_call(tmp_path, "interop.twn.count", {"n": 5}, **over_nats)
         assert lines == [{"item": {"i": i, "codec": True}} for i in range(5)] + [{"done": True}]
-        lines = await dynamo_call(tmp_path, "interop.twn.boom", {}, **over_nats)
+        lines = await dynamo_client_call(tmp_path, "interop.twn.boom", {}, **over_nats)
         assert "ValueError: boom" in lines[1]["error"]
         stopped.clear()
-        lines = await dynamo_call(tmp_path, "interop.twn.slow", {}, "2", **over_nats)
+        lines = await dynamo_client_call(tmp_path, "interop.twn.slow", {}, "2", **over_nats)
         assert lines == [{"item": {"i": 0}}, {"item": {"i": 1}}, {"done": True}]
         with trio.fail_after(10):
             while not stopped:  # noqa: ASYNC110 - the handler runs in this process

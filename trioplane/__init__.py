@@ -40,6 +40,7 @@ from trioplane.endpoint import (
 )
 from trioplane.nats import NatsConnection, NatsOptions, NatsStatistics, open_nats_connection
 from trioplane.servers import CallHomeLimits, ServerLimits
+from trioplane.tls import TcpTls
 from trioplane.transports.nats import NatsClient, open_nats_client, start_nats_client
 from trioplane.transports.tcp import TcpClient, TcpClientOptions, open_tcp_client, start_tcp_client
 from trioplane.transports.unified import (
@@ -98,6 +99,7 @@ __all__ = [
     "StreamIncomplete",
     "TcpClient",
     "TcpClientOptions",
+    "TcpTls",
     "TrioplaneError",
     "UnifiedClient",
     "WebSocketClient",

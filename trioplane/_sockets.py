@@ -15,7 +15,7 @@ import socket
 
 import trio
 
-__all__ = ["ByteLink", "SocketIO"]
+__all__ = ["ByteLink", "SocketIO", "StreamIO"]
 
 #: Reads served from data already waiting before a real checkpoint (fairness).
 READS_PER_CHECKPOINT = 16
@@ -115,6 +115,47 @@ class SocketIO:
             self._sock.detach()
 
 
+class StreamIO:
+    """:class:`SocketIO`'s interface over any Trio stream (a TLS one): no fast paths.
+
+    :meth:`close` is synchronous, as :class:`SocketIO`'s: it closes the socket
+    underneath (no TLS ``close_notify``), waking any task blocked on it.
+    """
+
+    __slots__ = ("closed", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.closed = False
+
+    def receive_nowait(self) -> None:
+        """Never anything without waiting (the stream has no such path)."""
+        if self.closed:
+            raise trio.ClosedResourceError("stream is closed")
+
+    async def receive(self) -> bytes | bytearray:
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("stream is closed")
+        return await self.stream.receive_some(RECEIVE_SIZE)
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            _close_socket_under(self.stream)
+
+
+def _close_socket_under(stream: trio.abc.Stream) -> None:
+    """Close the socket beneath ``stream`` (through a TLS layer) without a checkpoint."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()  # wakes any task blocked on it
+
+
 class ByteLink:
     """A byte stream for the protocol loops: :class:`SocketIO` fast paths over a
     plain socket, the ``trio.abc.Stream`` methods over anything else (TLS, memory
@@ -152,8 +193,4 @@ class ByteLink:
         """Close the underlying socket without a checkpoint (TLS: no close_notify)."""
         if self._io is not None:
             self._io.close()
-        stream = self.stream
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        if isinstance(stream, trio.SocketStream):
-            stream.socket.close()  # wakes any task blocked on it
+        _close_socket_under(self.stream)

@@ -48,6 +48,7 @@ from trioplane.response_plane import (
     ResponsePlaneStatistics,
     receive_into,
 )
+from trioplane.tls import TcpTls
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.transports.tcp import TcpClientOptions
 from trioplane.transports.unified import (
@@ -112,7 +113,10 @@ class EndpointClientOptions(TypedDict, total=False):
     * ``handshake_timeout`` (10 s): call-home connections silent for longer are dropped.
     * ``max_item_size`` (32 MiB): cap on one response frame.
     * ``close_grace_period`` (5 s): on close, how long open calls may finish.
-    * ``tcp``: options of the TCP transport (:class:`~trioplane.TcpClientOptions`).
+    * ``tls`` (:class:`~trioplane.TcpTls`): TLS on the TCP request plane and the
+      response plane, with Dynamo's meanings: a CA (or ``insecure``) dials workers
+      with TLS, a certificate and key make the response plane serve TLS. Absent:
+      from ``DYN_TCP_TLS_*``, as a Dynamo caller; ``TcpTls()`` is plain text.
     * ``nats_servers``: the NATS server(s) for instances on the NATS request plane
       (``nats_tcp``); default ``$NATS_SERVER`` (as Dynamo). The connection opens
       with the first call to such an instance (or its warm-up).
@@ -133,6 +137,7 @@ class EndpointClientOptions(TypedDict, total=False):
     handshake_timeout: float
     max_item_size: int
     close_grace_period: float
+    tls: TcpTls
     tcp: TcpClientOptions
     http: HttpClientOptions
     websocket: WebSocketClientOptions
@@ -188,6 +193,7 @@ class ResponseStream:
         self._headers = dict(headers or {})
         self._call_home: CallHome | None = None
         self._deadline = 0.0
+        self._drops_before = 0
         self._finished = False
         self._failed = False
         self._entered = False
@@ -202,6 +208,7 @@ class ResponseStream:
         if self._entered:
             raise RuntimeError("a ResponseStream can be entered once")
         self._entered = True
+        self._drops_before = self._client.response_plane.dropped_connections
         self._call_home, self.instance, self.request_id = await self._client._start_call(
             self._request, self._instance_id, self._metadata, self._headers
         )
@@ -248,7 +255,7 @@ class ResponseStream:
                 raise CallHomeTimeout(
                     f"instance {self._instance_label()} accepted the request but did not "
                     f"call home within {self._client.call_home_timeout:g} s (a body the worker "
-                    "cannot decode, e.g. a codec mismatch, looks like this)"
+                    f"cannot decode, e.g. a codec mismatch, looks like this){self._drops()}"
                 )
         decoder = call_home.decoder
         while True:
@@ -288,6 +295,14 @@ class ResponseStream:
                 raise rejection_error(event.text, self._instance_id_or_none())
             else:  # Handshake is consumed by the plane, Sentinel only follows End
                 raise MalformedStream(f"unexpected {type(event).__name__} in a response stream")
+
+    def _drops(self) -> str:
+        """What the response plane dropped since this call began (a TLS mismatch...)."""
+        plane = self._client.response_plane
+        dropped = plane.dropped_connections - self._drops_before
+        if not dropped:
+            return ""
+        return f"; meanwhile the response plane dropped {dropped} connection(s): {plane.last_drop}"
 
     def _instance_id_or_none(self) -> int | None:
         return self.instance.instance_id if self.instance is not None else None
@@ -341,10 +356,12 @@ class EndpointClient(AsyncResource):
         if self.cancel_mode not in (CANCEL_STOP, CANCEL_KILL):
             raise ValueError("cancel_mode must be 'stop' or 'kill'")
         self.close_grace_period = options.get("close_grace_period", 5.0)
+        self.tls = options.get("tls") or TcpTls.from_env()
         self._plane_options: RequestPlaneOptions = {}
         for key in ("tcp", "http", "websocket", "nats_servers", "nats"):
             if key in options:
                 self._plane_options[key] = options[key]
+        self._plane_options["tcp"] = self._tcp_options(self._plane_options.get("tcp", {}))
         self._given_plane = options.get("request_plane")
         self.response_plane = ResponsePlane(
             host=options.get("response_host", "127.0.0.1"),
@@ -352,6 +369,8 @@ class EndpointClient(AsyncResource):
             advertise_host=options.get("advertise_host"),
             handshake_timeout=options.get("handshake_timeout", 10.0),
             max_item_size=options.get("max_item_size", DEFAULT_MAX_BODY_SIZE),
+            ssl_context=self.tls.server_context,
+            tls_handshake_timeout=self.tls.handshake_timeout,
         )
         self._plane: RequestPlaneClient | None = None
         self._instances: dict[int, Instance] = {}
@@ -420,6 +439,19 @@ class EndpointClient(AsyncResource):
         self._calls.discard(call)
         if not self._calls and self._closing:
             self._no_calls.set()
+
+    def _tcp_options(self, given: TcpClientOptions) -> TcpClientOptions:
+        """The TCP transport's options: ``tls`` dialling, unless ``tcp`` says otherwise."""
+        if "ssl_context" in given:
+            return given
+        tls = self.tls
+        options: TcpClientOptions = {
+            "ssl_context": tls.client_context,
+            "tls_handshake_timeout": tls.handshake_timeout,
+        }
+        if tls.server_name is not None:
+            options["server_hostname"] = tls.server_name
+        return {**options, **given}
 
     def statistics(self) -> EndpointStatistics:
         """A snapshot of the client's calls, instances and planes."""

@@ -11,6 +11,13 @@ lean: plain non-blocking sockets driven by ``trio.lowlevel.wait_readable``, a
 handshake that has already arrived is routed by the accept loop itself, and a
 finished connection is closed synchronously; a task is spawned only for a
 handshake still on its way or a stream whose sentinel is still to come.
+
+With an ``ssl_context`` the plane serves TLS, as a Dynamo caller with
+``DYN_TCP_TLS_CERT_PATH`` does: each connection's TLS handshake runs in a task
+(within ``tls_handshake_timeout``). A worker whose TLS setting does not match
+(plain text on a TLS plane, or TLS on a plain one) is recognised by its first
+bytes, dropped at once, and named in :attr:`ResponsePlaneStatistics.last_drop`
+(and in the :class:`~trioplane.CallHomeTimeout` of the call it leaves waiting).
 """
 
 from __future__ import annotations
@@ -18,20 +25,50 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
 from trioplane._errors import ProtocolError
-from trioplane._sockets import SocketIO
+from trioplane._logging import RateLimitedLog
+from trioplane._sockets import SocketIO, StreamIO
+from trioplane._util import reason
 from trioplane.addresses import format_host_port
+from trioplane.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
+from trioplane.wire.sniff import TLS_DECODE_ERROR_ALERT, foreign_protocol
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
 __all__ = ["CallHome", "ResponsePlane", "ResponsePlaneStatistics", "receive_into"]
 
 logger = logging.getLogger(__name__)
+_peer_errors = RateLimitedLog(logger)
+
+PLAIN_ON_TLS = (
+    "a worker called home in plain text, but this response plane serves TLS"
+    " (the worker needs DYN_TCP_TLS_CA_CERT_PATH or DYN_TCP_TLS_INSECURE)"
+)
+TLS_ON_PLAIN = (
+    "a worker called home with TLS, but this response plane is plain text (give the"
+    " client a certificate: tls=TcpTls(cert_path=..., key_path=...) or DYN_TCP_TLS_CERT_PATH)"
+)
+
+
+class Connection(Protocol):
+    """A call-home connection: :class:`~trioplane._sockets.SocketIO` (plain text) or
+    :class:`~trioplane._sockets.StreamIO` (TLS)."""
+
+    def receive_nowait(self) -> memoryview | None: ...
+
+    async def receive(self) -> bytes | bytearray | memoryview: ...
+
+    async def send_all(self, data: bytes | memoryview) -> None: ...
+
+    def close(self) -> None: ...
+
 
 #: How long a finished stream's connection waits for the worker's sentinel.
 LINGER_TIMEOUT = 2.0
@@ -42,7 +79,7 @@ _WILDCARDS = ("", "0.0.0.0", "::")
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
-async def receive_into(connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:
+async def receive_into(connection: Connection, decoder: ResponseStreamDecoder) -> bool:
     """Read more bytes of a call-home connection into ``decoder``; ``False`` at EOF."""
     data = await connection.receive()
     if not data:
@@ -66,6 +103,8 @@ class ResponsePlaneStatistics:
     open_connections: int
     connections_accepted: int
     dropped_connections: int
+    #: Why the last connection was dropped (``None``: none was).
+    last_drop: str | None = None
 
 
 class CallHome:
@@ -73,7 +112,7 @@ class CallHome:
 
     def __init__(self, plane: ResponsePlane, subject: str, max_item_size: int) -> None:
         self.subject = subject
-        self.connection: SocketIO | None = None
+        self.connection: Connection | None = None
         self.decoder = ResponseStreamDecoder(max_item_size=max_item_size)
         self._plane = plane
         self._arrived = trio.Event()
@@ -91,7 +130,7 @@ class CallHome:
         """True once the call or the whole plane let go of this subject."""
         return self._closed or self._plane.closed
 
-    def _deliver(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:
+    def _deliver(self, connection: Connection, decoder: ResponseStreamDecoder) -> bool:
         if self._closed or self.connection is not None:
             return False
         decoder.codec = self.decoder.codec
@@ -135,6 +174,8 @@ class ResponsePlane:
         advertise_host: str | None = None,
         handshake_timeout: float = 10.0,
         max_item_size: int = DEFAULT_MAX_BODY_SIZE,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if advertise_host is None and host in _WILDCARDS:
             raise ValueError(f"listening on {host!r} needs advertise_host, the host workers dial")
@@ -145,12 +186,15 @@ class ResponsePlane:
         self.advertise_host = advertise_host or host
         self.handshake_timeout = handshake_timeout
         self.max_item_size = max_item_size
+        self.ssl_context = ssl_context
+        self.tls_handshake_timeout = tls_handshake_timeout
         self.address = ""
         self.dropped_connections = 0
+        self.last_drop: str | None = None
         self.connections_accepted = 0
         self.closed = False
         self._waiting: dict[str, CallHome] = {}
-        self._connections: set[SocketIO] = set()
+        self._connections: set[Connection] = set()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -195,6 +239,7 @@ class ResponsePlane:
             open_connections=len(self._connections),
             connections_accepted=self.connections_accepted,
             dropped_connections=self.dropped_connections,
+            last_drop=self.last_drop,
         )
 
     def register(self) -> CallHome:
@@ -209,7 +254,7 @@ class ResponsePlane:
         if self._waiting.get(call_home.subject) is call_home:
             del self._waiting[call_home.subject]
 
-    def _forget(self, connection: SocketIO) -> None:
+    def _forget(self, connection: Connection) -> None:
         self._connections.discard(connection)
         connection.close()
 
@@ -228,17 +273,24 @@ class ResponsePlane:
                     await trio.sleep(ACCEPT_BACKOFF)
                     break
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                connection = SocketIO(sock)
                 self.connections_accepted += 1
+                if self.ssl_context is not None:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._accept_tls, sock, self.ssl_context)
+                    continue
+                connection = SocketIO(sock)
                 self._connections.add(connection)
                 self._route_or_wait(connection)
 
-    def _route_or_wait(self, connection: SocketIO) -> None:
+    def _route_or_wait(self, connection: Connection) -> None:
         """Route a connection whose handshake is already here; else wait for it in a task."""
         decoder = ResponseStreamDecoder(max_item_size=self.max_item_size)
         try:
             data = connection.receive_nowait()
             if data:
+                if foreign_protocol(data) == "TLS":
+                    self._drop(connection, TLS_ON_PLAIN)
+                    return
                 decoder.feed(data)
             event = decoder.next_event()
         except (ProtocolError, trio.BrokenResourceError) as exc:
@@ -250,7 +302,36 @@ class ResponsePlane:
             assert self._nursery is not None
             self._nursery.start_soon(self._await_handshake, connection, decoder)
 
-    async def _await_handshake(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> None:
+    async def _accept_tls(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        """The TLS handshake of one call-home connection, then its call-home handshake."""
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        tls = trio.SSLStream(stream, context, server_side=True)
+        connection = StreamIO(tls)
+        self._connections.add(connection)
+        try:
+            with trio.fail_after(self.tls_handshake_timeout):
+                first = await stream.socket.recv(8, socket.MSG_PEEK)
+                if first and foreign_protocol(first) != "TLS":
+                    await stream.send_all(TLS_DECODE_ERROR_ALERT)
+                    self._drop(connection, PLAIN_ON_TLS)
+                    return
+                await tls.do_handshake()
+        except trio.TooSlowError:
+            self._drop(connection, f"no TLS handshake within {self.tls_handshake_timeout:g} s")
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._drop(connection, f"TLS handshake failed: {reason(exc)}")
+            return
+        except BaseException:
+            self._forget(connection)
+            raise
+        await self._await_handshake(
+            connection, ResponseStreamDecoder(max_item_size=self.max_item_size)
+        )
+
+    async def _await_handshake(
+        self, connection: Connection, decoder: ResponseStreamDecoder
+    ) -> None:
         try:
             with trio.move_on_after(self.handshake_timeout):
                 while True:
@@ -258,8 +339,13 @@ class ResponsePlane:
                     if isinstance(event, Handshake):
                         self._route(connection, decoder, event.subject)
                         return
-                    if not await receive_into(connection, decoder):
+                    data = await connection.receive()
+                    if not data:
                         break
+                    if self.ssl_context is None and foreign_protocol(data) == "TLS":
+                        self._drop(connection, TLS_ON_PLAIN)
+                        return
+                    decoder.feed(data)
             self._drop(connection, "no handshake")
         except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._drop(connection, f"bad handshake: {exc}")
@@ -267,23 +353,27 @@ class ResponsePlane:
             self._forget(connection)
             raise
 
-    def _route(self, connection: SocketIO, decoder: ResponseStreamDecoder, subject: str) -> None:
+    def _route(self, connection: Connection, decoder: ResponseStreamDecoder, subject: str) -> None:
         call_home = self._waiting.pop(subject, None)
         if call_home is None or not call_home._deliver(connection, decoder):
             self._drop(connection, f"unknown subject {subject!r}")
 
-    def _drop(self, connection: SocketIO, why: str) -> None:
+    def _drop(self, connection: Connection, why: str) -> None:
         self.dropped_connections += 1
-        logger.debug("dropping call-home connection: %s", why)
+        self.last_drop = why
+        if why in (PLAIN_ON_TLS, TLS_ON_PLAIN):
+            _peer_errors.warning(why, "dropping a call-home connection: %s", why)
+        else:
+            logger.debug("dropping call-home connection: %s", why)
         self._forget(connection)
 
-    def _linger(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> bool:
+    def _linger(self, connection: Connection, decoder: ResponseStreamDecoder) -> bool:
         if self._nursery is None:
             return False
         self._nursery.start_soon(self._drain, connection, decoder)
         return True
 
-    async def _drain(self, connection: SocketIO, decoder: ResponseStreamDecoder) -> None:
+    async def _drain(self, connection: Connection, decoder: ResponseStreamDecoder) -> None:
         """Read a finished stream up to the worker's sentinel (or its close), then close."""
         try:
             with trio.move_on_after(LINGER_TIMEOUT):

@@ -55,6 +55,7 @@ from trioplane.servers import (
     open_call_home,
 )
 from trioplane.servers.callhome import KILL, STALLED
+from trioplane.tls import TcpTls
 from trioplane.wire.codecs import PayloadCodec, get_codec
 from trioplane.wire.control import ControlMessage
 from trioplane.wire.rejections import WORKER_AT_CAPACITY, is_overloaded, unknown_endpoint
@@ -158,7 +159,10 @@ class Worker:
     the TCP and WebSocket planes may hold (connections, idle time, a frame's and
     a write's time; ``max_frame_size`` overrides its frame cap); ``call_home``
     (:class:`~trioplane.servers.CallHomeLimits`) bounds each call's connection
-    back to its caller.
+    back to its caller. ``tls`` (:class:`~trioplane.TcpTls`; default: from
+    ``DYN_TCP_TLS_*``, as a Dynamo worker; ``TcpTls()`` is plain text) makes the
+    TCP plane serve TLS (a certificate and key; client certificates required with
+    a client CA) and the call home dial TLS (a CA, ``insecure``, or an identity).
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class Worker:
         nats: NatsOptions | None = None,
         limits: ServerLimits | None = None,
         call_home: CallHomeLimits | None = None,
+        tls: TcpTls | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
@@ -210,6 +215,7 @@ class Worker:
         if max_frame_size is not None:
             self.limits = dataclasses.replace(self.limits, max_frame_size=max_frame_size)
         self.call_home_limits = call_home or CallHomeLimits()
+        self.tls = tls or TcpTls.from_env()
         self.instances: list[Instance] = []
         #: The running request-plane servers, by plane (``"tcp"``, ``"websocket"``...).
         self.servers: dict[str, PlaneServer | HttpPlaneServer | NatsPlaneServer] = {}
@@ -264,7 +270,13 @@ class Worker:
         """Start the TCP, WebSocket and HTTP servers; each plane's address base."""
         bases = {}
         if "tcp" in self.transports:
-            tcp = TcpPlaneServer(self._policy, host=self.host, port=self.port, limits=self.limits)
+            tcp = TcpPlaneServer(
+                self._policy,
+                host=self.host,
+                port=self.port,
+                limits=self._tcp_limits(),
+                ssl_context=self.tls.server_context,
+            )
             await nursery.start(tcp.serve)
             self.servers["tcp"] = tcp
             self.port = tcp.port
@@ -282,6 +294,12 @@ class Worker:
         if "http" in self.transports:
             bases["http"] = await self._start_http(nursery)
         return bases
+
+    def _tcp_limits(self) -> ServerLimits:
+        """The TCP plane's limits: with TLS, its handshake has Dynamo's TLS deadline."""
+        if not self.tls.serves:
+            return self.limits
+        return dataclasses.replace(self.limits, handshake_timeout=self.tls.handshake_timeout)
 
     async def _start_http(self, nursery: trio.Nursery) -> str:
         """Serve Dynamo's HTTP plane (``POST /v1/rpc/{path}`` -> 202) with hypercorn."""
@@ -437,26 +455,43 @@ class Worker:
 
         try:
             async with open_call_home(
-                control.call_home, limits=self.call_home_limits, on_cancel=on_cancel
+                control.call_home, limits=self.call_home_limits, tls=self.tls, on_cancel=on_cancel
             ) as home:
-                try:
-                    codec = get_codec(control.payload_codec)
-                    request = codec.decode(message.body)
-                except (ProtocolError, ValueError) as exc:
-                    _peer_errors.warning(
-                        "decode", "cannot decode a request on %s: %s", frame.path, exc
-                    )
-                    await home.send(encode_prologue(f"cannot decode the request: {exc}"))
-                    return
-                await home.send(encode_prologue())
-                completed = await self._produce(
-                    handler, request, context, home, codec, handler_scope
-                )
-                if completed and not context.is_stopped():
-                    await home.finish(codec)
+                await self._respond(home, handler, message.body, control, context, handler_scope)
+            failure = home.failure
         except ConnectError as exc:
+            failure = str(exc)
+        if failure is not None:
             self._call_home_failures += 1
-            _peer_errors.warning("call-home", "request %s on %s: %s", control.id, frame.path, exc)
+            _peer_errors.warning(
+                "call-home",
+                "request %s on %s cannot be answered: %s",
+                control.id,
+                frame.path,
+                failure,
+            )
+
+    async def _respond(
+        self,
+        home: CallHomeSender,
+        handler: Handler,
+        body: bytes,
+        control: ControlMessage,
+        context: RequestContext,
+        handler_scope: trio.CancelScope,
+    ) -> None:
+        """Decode the request, run the handler, stream the prologue, items and end."""
+        try:
+            codec = get_codec(control.payload_codec)
+            request = codec.decode(body)
+        except (ProtocolError, ValueError) as exc:
+            _peer_errors.warning("decode", "cannot decode request %s: %s", control.id, exc)
+            await home.send(encode_prologue(f"cannot decode the request: {exc}"))
+            return
+        await home.send(encode_prologue())
+        completed = await self._produce(handler, request, context, home, codec, handler_scope)
+        if completed and not context.is_stopped():
+            await home.finish(codec)
 
     async def _produce(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -19,11 +20,15 @@ import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import trio
 
 from trioplane import Instance
 
 DYNAMO_VERSION = "1.6.1"
 WORKER_SCRIPT = Path(__file__).with_name("worker_script.py")
+CLIENT_SCRIPT = Path(__file__).with_name("client_script.py")
 START_TIMEOUT = 60.0
 
 
@@ -136,3 +141,18 @@ def run_dynamo_worker(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+async def dynamo_client_call(
+    kv: Path, endpoint: str, request: object, *extra: str, **env_extra: str
+) -> list[Any]:
+    """Run Dynamo's own client (``client_script.py``) in its venv; its JSON lines, parsed."""
+    env = worker_env(kv, **env_extra)
+    del env["DYN_TCP_RPC_PORT"]  # a client process must not bind the worker's port
+    python = await trio.to_thread.run_sync(dynamo_python)
+    result = await trio.run_process(
+        [str(python), str(CLIENT_SCRIPT), endpoint, json.dumps(request), *extra],
+        env=env, capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]

@@ -16,9 +16,11 @@ import abc
 import dataclasses
 import errno
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +31,7 @@ from trioplane._logging import RateLimitedLog
 from trioplane._util import reason
 from trioplane.addresses import format_host_port
 from trioplane.wire.rejections import read_error
+from trioplane.wire.sniff import TLS_DECODE_ERROR_ALERT, foreign_protocol
 from trioplane.wire.tcp import (
     ACK_ACCEPTED,
     DEFAULT_MAX_FRAME_SIZE,
@@ -286,6 +289,20 @@ class _LinkSession:
         _peer_errors.warning("read-error", "bad request frame, closing the connection: %s", exc)
         return [Reply.reject(read_error(exc)), Reply.drop()]
 
+    def check_protocol(self, data: bytes | bytearray | memoryview) -> list[Reply]:
+        """A connection that opens with TLS or HTTP is not a caller of this plane: it
+        is told so (a TLS client gets a TLS alert, failing at once) and closed."""
+        protocol = foreign_protocol(data)
+        if protocol is None:
+            return []
+        self.broken = True
+        self.counters.read_errors += 1
+        _peer_errors.warning(
+            f"foreign-{protocol}", "a %s client on a plain-text request plane; closing", protocol
+        )
+        alert = [Reply.garbage(TLS_DECODE_ERROR_ALERT)] if protocol == "TLS" else []
+        return [*alert, Reply.drop()]
+
     def answer(
         self, decoder: RequestFrameDecoder, data: bytes | bytearray | memoryview
     ) -> list[Reply]:
@@ -310,6 +327,7 @@ class _LinkSession:
         link, limits = self.link, self.limits
         decoder = RequestFrameDecoder(max_frame_size=limits.max_frame_size)
         frame_started = 0.0
+        first = True
         while True:
             if decoder.buffered:  # a frame has begun: it must end in time
                 deadline = frame_started + limits.frame_timeout
@@ -324,7 +342,11 @@ class _LinkSession:
             else:
                 if not data:
                     return  # the peer left
-                replies = self.answer(decoder, data)
+                if first:  # the first bytes of a stream tell TLS and HTTP apart from frames
+                    first = False
+                    replies = [] if link.one_frame_per_message else self.check_protocol(data)
+                if not self.broken:
+                    replies = self.answer(decoder, data)
                 if not replies:
                     continue
             if (
@@ -482,20 +504,34 @@ class PlaneServer(abc.ABC):
     async def _tls_handshake(
         self, stream: trio.SocketStream, context: ssl.SSLContext
     ) -> trio.SSLStream[trio.SocketStream]:
+        """The TLS handshake within ``handshake_timeout``; a peer whose first bytes are
+        no TLS record (a plain-text caller) is told so with a TLS alert and closed."""
         tls = trio.SSLStream(stream, context, server_side=True)
         try:
             with trio.fail_after(self.limits.handshake_timeout):
+                first = await stream.socket.recv(8, socket.MSG_PEEK)
+                if first and foreign_protocol(first) != "TLS":
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await stream.send_all(TLS_DECODE_ERROR_ALERT)
+                    self.handshake_failed("TLS", "a plain-text peer on a TLS port")
+                    raise _HandshakeFailed
                 await tls.do_handshake()
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except (
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ) as exc:
             self.handshake_failed("TLS", exc)
             raise _HandshakeFailed from None
         return tls
 
-    def handshake_failed(self, what: str, exc: BaseException) -> None:
+    def handshake_failed(self, what: str, why: BaseException | str) -> None:
         """Count and (rate-limited) log a peer whose handshake failed."""
         self.counters.handshake_failures += 1
+        text = why if isinstance(why, str) else reason(why)
         _peer_errors.warning(
-            f"handshake-{what}", "%s handshake on %s failed: %s", what, self.host_port, reason(exc)
+            f"handshake-{what}", "%s handshake on %s failed: %s", what, self.host_port, text
         )
 
     @abc.abstractmethod

@@ -14,7 +14,6 @@ a worker's slot. The worker and the fake endpoint worker of
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,12 +21,14 @@ from dataclasses import dataclass
 import trio
 
 from trioplane._errors import ConnectError, ProtocolError
+from trioplane._network import open_stream
 from trioplane._sockets import ByteLink
-from trioplane._util import reason
 from trioplane.addresses import split_host_port
+from trioplane.tls import TcpTls
 from trioplane.wire.codecs import PayloadCodec
 from trioplane.wire.control import CallHomeInfo, encode_handshake
 from trioplane.wire.response import decode_cancel, encode_end, encode_sentinel
+from trioplane.wire.sniff import foreign_protocol
 from trioplane.wire.twopart import TwoPartDecoder
 
 __all__ = [
@@ -82,6 +83,8 @@ class CallHomeSender:
         self.limits = limits
         self.on_cancel = on_cancel
         self.cancels: list[str] = []
+        #: Why the caller cannot be streamed to, if it is known (a TLS mismatch).
+        self.failure: str | None = None
         self._gone = False
         self._stopped = trio.Event()
 
@@ -137,8 +140,16 @@ class CallHomeSender:
 
     async def _read_cancels(self) -> None:
         decoder = TwoPartDecoder()
+        first = True
         try:
             while data := await self._link.receive():
+                if first and foreign_protocol(data) == "TLS":
+                    self.failure = (
+                        "the caller's response plane serves TLS and this worker calls home in"
+                        " plain text (set DYN_TCP_TLS_CA_CERT_PATH, or TcpTls(ca_path=...))"
+                    )
+                    break
+                first = False
                 decoder.feed(data)
                 for message in decoder.messages():
                     self._cancelled(decode_cancel(message.header))
@@ -147,50 +158,36 @@ class CallHomeSender:
         self._cancelled(GONE)  # nobody reads the items any more
 
 
-async def _connect(
-    address: str, ssl_context: ssl.SSLContext | None, server_hostname: str | None
-) -> trio.abc.Stream:
-    """A stream to ``address`` (TLS-wrapped and handshaken when given a context).
-
-    The caller's cancel scope bounds it; a failure is a :class:`ConnectError`.
-    """
-    host, port = split_host_port(address)
-    stream: trio.abc.Stream | None = None
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-        if ssl_context is not None:
-            stream = tls = trio.SSLStream(
-                stream, ssl_context, server_hostname=server_hostname or host
-            )
-            await tls.do_handshake()
-    except BaseException as exc:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-        if isinstance(exc, (OSError, trio.BrokenResourceError)):
-            what = "TLS with" if isinstance(stream, trio.SSLStream) else "cannot connect to"
-            raise ConnectError(f"call home: {what} {address} failed: {reason(exc)}") from exc
-        raise
-    return stream
-
-
 @asynccontextmanager
 async def open_call_home(
     info: CallHomeInfo,
     *,
     limits: CallHomeLimits = DEFAULT_CALL_HOME_LIMITS,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
+    tls: TcpTls | None = None,
     on_cancel: Callable[[str], object] | None = None,
 ) -> AsyncIterator[CallHomeSender]:
     """Call the caller home at ``info.address``, send the handshake, and stream.
 
-    Raises :class:`~trioplane.ConnectError` when the caller cannot be reached in
-    time (or its TLS fails; ``server_hostname`` defaults to the address's host).
-    Leaving the block closes the connection.
+    With ``tls`` that dials (a CA, ``insecure`` or a client identity), the call
+    home is TLS, as a Dynamo worker's: checked against the address's host or
+    ``tls.server_name``, within ``tls.handshake_timeout``. Raises
+    :class:`~trioplane.ConnectError` when the caller cannot be reached in
+    ``limits.connect_timeout`` (or its TLS fails). Leaving the block closes the
+    connection.
     """
+    host, port = split_host_port(info.address)
     timeout = limits.connect_timeout
     with trio.move_on_after(timeout) as scope:
-        stream = await _connect(info.address, ssl_context, server_hostname)
+        try:
+            stream = await open_stream(
+                host,
+                port,
+                ssl_context=tls.client_context if tls is not None else None,
+                server_hostname=tls.server_name if tls is not None else None,
+                handshake_timeout=tls.handshake_timeout if tls is not None else 0.0,
+            )
+        except ConnectError as exc:
+            raise ConnectError(f"call home: {exc}") from exc
     if scope.cancelled_caught:
         raise ConnectError(f"call home to {info.address} timed out after {timeout:g} s")
     link = ByteLink(stream)

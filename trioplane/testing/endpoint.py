@@ -28,6 +28,7 @@ from trioplane._util import serving
 from trioplane.servers import CallHomeSender, open_call_home
 from trioplane.servers.callhome import KILL, STOP
 from trioplane.testing.worker import Reply, TcpTestWorker
+from trioplane.tls import TcpTls
 from trioplane.wire.codecs import PayloadCodec, get_codec
 from trioplane.wire.control import ControlMessage
 from trioplane.wire.rejections import bad_request
@@ -76,11 +77,17 @@ def echo_script(call: FakeCall) -> Sequence[Action]:
 
 @dataclass
 class FakeEndpointWorker:
-    """A running fake worker; make one with :func:`open_fake_endpoint_worker`."""
+    """A running fake worker; make one with :func:`open_fake_endpoint_worker`.
+
+    ``tls`` (:class:`~trioplane.TcpTls`, default plain text) is used as a Dynamo
+    worker uses it: a certificate makes the request plane serve TLS, a CA makes
+    the call home dial TLS.
+    """
 
     script: Script = echo_script
     calls: list[FakeCall] = field(default_factory=list)
     tcp: TcpTestWorker = field(default_factory=TcpTestWorker)
+    tls: TcpTls | None = None
     _nursery: trio.Nursery | None = None
 
     def instance(
@@ -106,6 +113,8 @@ class FakeEndpointWorker:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.tcp.policy = self._on_request
+            if self.tls is not None:
+                self.tcp.ssl_context = self.tls.server_context
             await nursery.start(self.tcp.serve)
             task_status.started()
 
@@ -134,7 +143,9 @@ class FakeEndpointWorker:
                 script.cancel()  # as Dynamo: stop sending, close without the end
 
             try:
-                async with open_call_home(call.control.call_home, on_cancel=on_cancel) as home:
+                async with open_call_home(
+                    call.control.call_home, tls=self.tls, on_cancel=on_cancel
+                ) as home:
                     await self._play(home, actions)
             except ConnectError:
                 pass
@@ -154,9 +165,9 @@ class FakeEndpointWorker:
 
 @asynccontextmanager
 async def open_fake_endpoint_worker(
-    script: Script = echo_script,
+    script: Script = echo_script, *, tls: TcpTls | None = None
 ) -> AsyncIterator[FakeEndpointWorker]:
     """Run a :class:`FakeEndpointWorker` on 127.0.0.1 for the duration of the block."""
-    worker = FakeEndpointWorker(script)
+    worker = FakeEndpointWorker(script, tls=tls)
     async with serving(worker.serve):
         yield worker

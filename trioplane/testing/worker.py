@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, TypedDict, TypeVar
@@ -65,7 +66,8 @@ class TestWorkerOptions(TypedDict, total=False):
     * ``keep_received`` (True): False keeps nothing in ``received`` (a long run's
       memory stays flat);
     * ``limits``: the server's other caps and deadlines
-      (:class:`~trioplane.servers.ServerLimits`; its defaults otherwise).
+      (:class:`~trioplane.servers.ServerLimits`; its defaults otherwise);
+    * ``ssl_context``: serve TLS (``wss://`` for the WebSocket worker).
     """
 
     host: str
@@ -73,6 +75,7 @@ class TestWorkerOptions(TypedDict, total=False):
     max_frame_size: int
     keep_received: bool
     limits: ServerLimits
+    ssl_context: ssl.SSLContext | None
 
 
 class TestWorker(PlaneServer):
@@ -96,6 +99,7 @@ class TestWorker(PlaneServer):
             host=options.get("host", "127.0.0.1"),
             port=options.get("port", 0),
             limits=limits,
+            ssl_context=options.get("ssl_context"),
             on_frame=self._record,
         )
         self.received: list[RequestFrame] = []

@@ -7,19 +7,23 @@ persistent, pipelined connections per ``host:port``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypedDict
 
 import trio
 
-from trioplane._errors import ConnectionLost
+from trioplane._errors import ConnectError, ConnectionLost
+from trioplane._network import Connector, open_stream, open_tcp_stream
 from trioplane._sockets import ByteLink
 from trioplane._types import Instance
-from trioplane._util import check_options, running
+from trioplane._util import check_options, reason, running
 from trioplane.addresses import format_host_port, parse_tcp_address
+from trioplane.tls import DEFAULT_HANDSHAKE_TIMEOUT, TcpTls
 from trioplane.transports._base import PipelinedClient
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
+from trioplane.wire.sniff import foreign_protocol
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
 
 if TYPE_CHECKING:
@@ -32,9 +36,6 @@ __all__ = [
     "open_tcp_client",
     "start_tcp_client",
 ]
-
-#: How a TCP client opens a byte stream to ``(host, port)``: the seam for tests.
-Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 
 class TcpClientOptions(TypedDict, total=False):
@@ -50,6 +51,12 @@ class TcpClientOptions(TypedDict, total=False):
     * ``max_frame_size`` (32 MiB): cap on request and ack frames.
     * ``connector``: ``async (host, port) -> trio.abc.Stream``; default
       ``trio.open_tcp_stream`` (which sets ``TCP_NODELAY``).
+    * ``ssl_context``: speak TLS to every worker (Dynamo's TCP TLS); ``None``: plain
+      text. Absent: from ``DYN_TCP_TLS_*``, as a Dynamo caller
+      (:meth:`~trioplane.TcpTls.from_env`).
+    * ``server_hostname``: the name each worker's certificate must carry (default:
+      the host dialled; ``DYN_TCP_TLS_SERVER_NAME`` when ``ssl_context`` is absent).
+    * ``tls_handshake_timeout`` (3 s, or ``DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS``).
     """
 
     max_connections_per_host: int
@@ -59,14 +66,19 @@ class TcpClientOptions(TypedDict, total=False):
     close_grace_period: float
     max_frame_size: int
     connector: Connector
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str
+    tls_handshake_timeout: float
 
 
 class StreamFrameChannel:
     """Request frames out and ack frames in over a byte stream (see :class:`ByteLink`)."""
 
-    def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int, peer: str = "") -> None:
         self._link = ByteLink(stream)
         self._decoder = AckDecoder(max_frame_size=max_frame_size)
+        self._peer = peer
+        self._first = True
 
     def send_nowait(self, data: bytes) -> int:
         try:
@@ -83,18 +95,41 @@ class StreamFrameChannel:
             acks = list(decoder.acks())
             if acks:
                 return acks
-            data = await self._link.receive()
+            try:
+                data = await self._link.receive()
+            except trio.BrokenResourceError as exc:
+                if isinstance(exc.__cause__, ssl.SSLError):  # e.g. a client certificate refused
+                    why = reason(exc)
+                    if self._first and "eof" in why.lower():
+                        why += (
+                            " (the server closed it at once: does it require a client certificate?)"
+                        )
+                    raise ConnectError(f"TLS with {self._peer} failed: {why}") from exc
+                raise
             if not data:
                 decoder.check_eof()
                 raise ConnectionLost("peer closed the connection")
+            if self._first:
+                self._first = False
+                self._check_protocol(data)
             decoder.feed(data)
 
     async def aclose(self) -> None:
         await self._link.aclose()
 
-
-async def _open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
-    return await trio.open_tcp_stream(host, port)
+    def _check_protocol(self, data: bytes | bytearray | memoryview) -> None:
+        """A first answer that is TLS or HTTP, not an ack: say so, not "FrameTooLarge"."""
+        protocol = foreign_protocol(data)
+        if protocol == "TLS":
+            raise ConnectError(
+                f"{self._peer} answered with TLS: it serves TLS and this client speaks plain"
+                " text (give ssl_context, or set DYN_TCP_TLS_CA_CERT_PATH)"
+            )
+        if protocol == "HTTP":
+            raise ConnectError(
+                f"{self._peer} answered with HTTP: it is not a TCP request-plane port"
+                " (an HTTP plane's address is http://host:port/v1/rpc/...)"
+            )
 
 
 _POOL_KEYS = (
@@ -121,7 +156,17 @@ class TcpClient(PipelinedClient[tuple[str, int]]):
         self.max_frame_size = options.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
         if self.max_frame_size < 12:
             raise ValueError("max_frame_size is too small for any frame")
-        self._connector: Connector = options.get("connector", _open_tcp_stream)
+        self._connector: Connector = options.get("connector", open_tcp_stream)
+        if "ssl_context" in options:
+            self.ssl_context = options["ssl_context"]
+            self.server_hostname = options.get("server_hostname")
+            timeout = options.get("tls_handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        else:  # as a Dynamo caller: from DYN_TCP_TLS_*
+            tls = TcpTls.from_env()
+            self.ssl_context = tls.client_context
+            self.server_hostname = options.get("server_hostname", tls.server_name)
+            timeout = options.get("tls_handshake_timeout", tls.handshake_timeout)
+        self.tls_handshake_timeout = timeout
 
     def _route(
         self, address: str, payload: bytes, headers: Mapping[str, str] | None
@@ -131,8 +176,16 @@ class TcpClient(PipelinedClient[tuple[str, int]]):
         return (host, port), frame
 
     async def _open_channel(self, key: tuple[str, int]) -> FrameChannel:
-        stream = await self._connector(*key)
-        return StreamFrameChannel(stream, max_frame_size=self.max_frame_size)
+        stream = await open_stream(
+            *key,
+            ssl_context=self.ssl_context,
+            server_hostname=self.server_hostname,
+            handshake_timeout=self.tls_handshake_timeout,
+            connector=self._connector,
+        )
+        return StreamFrameChannel(
+            stream, max_frame_size=self.max_frame_size, peer=format_host_port(*key)
+        )
 
     def _peer_name(self, key: tuple[str, int]) -> str:
         return format_host_port(*key)

@@ -197,3 +197,19 @@ def test_a_creds_file_without_a_seed_is_refused(tmp_path: Path) -> None:
     creds.write_text("-----BEGIN NATS USER JWT-----\nabc\n------END NATS USER JWT------\n")
     with pytest.raises(ValueError, match="creds file"):
         trioplane.NatsConnection(creds_file=creds)
+
+
+async def test_a_message_over_the_limit_is_frame_too_large_not_a_group() -> None:
+    """With reconnect off, the connection's own failure is what the block raises: the
+    requests it failed (``ConnectionLost``) are its consequence, not concurrent errors."""
+
+    async def too_big(stream: trio.SocketStream, seen: bytes) -> None:
+        await read_until(stream, b"PUB ", seen)
+        size = 2 * 1024 * 1024  # INFO said max_payload 1 MiB
+        await stream.send_all(b"MSG x 1 %d\r\n" % size + b"y" * size + b"\r\n")
+        await trio.sleep_forever()
+
+    async with fake_server(too_big) as url:
+        with pytest.raises(trioplane.FrameTooLarge, match="exceeds limit"):
+            async with open_nats_connection(url, reconnect=False) as nc:
+                await nc.request("svc", b"1")

@@ -139,6 +139,12 @@ class StreamIO:
             raise trio.ClosedResourceError("stream is closed")
         return await self.stream.receive_some(RECEIVE_SIZE)
 
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Nothing without waiting (the stream has no such path): 0."""
+        if self.closed:
+            raise trio.ClosedResourceError("stream is closed")
+        return 0
+
     async def send_all(self, data: bytes | memoryview) -> None:
         await self.stream.send_all(data)
 

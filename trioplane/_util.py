@@ -9,7 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
-from trioplane._errors import TrioplaneError
+from trioplane._errors import ClientClosed, ConnectionLost, TrioplaneError
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -70,6 +70,11 @@ def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
         return fatal[0]
     if len(real) == 1:
         return real[0]
+    # A connection failing makes its callers fail too: their ConnectionLost or
+    # ClientClosed is a consequence; the one other error is the cause.
+    causes = [e for e in real if not isinstance(e, (ConnectionLost, ClientClosed))]
+    if len(causes) == 1 and all(isinstance(e, TrioplaneError) for e in real):
+        return causes[0]
     summary = "; ".join(f"{type(e).__name__}: {e}" for e in real)
     error = TrioplaneError(f"{len(real)} concurrent errors: {summary}")
     error.__cause__ = group

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import trio
 
 from trioplane._errors import ProtocolError
+from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
 
 __all__ = ["Discovery", "FileDiscovery", "StaticDiscovery", "default_file_root"]
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: Dynamo deletes instance files whose owner has not touched them for this long.
 STALE_AFTER = 10.0
+#: A record larger than this is skipped (Dynamo's are a few hundred bytes).
+MAX_RECORD_SIZE = 64 * 1024
 
 
 @runtime_checkable
@@ -103,13 +107,16 @@ class FileDiscovery:
         self.stale_after = stale_after
         self._cache: dict[str, tuple[int, int, Instance | None]] = {}
         self._scan_lock = threading.Lock()
+        self._log = RateLimitedLog(logger)  # a folder of 10,000 bad records: a few lines
 
     @property
     def folder(self) -> Path:
         return self.root / "v1" / "instances"
 
     async def instances(self) -> list[Instance]:
-        return await trio.to_thread.run_sync(self._scan)
+        # Abandoned if cancelled: a scan stuck on a hung file system must not hold up
+        # the client's close (the next scan waits for the lock instead).
+        return await trio.to_thread.run_sync(self._scan, abandon_on_cancel=True)
 
     async def changes(self) -> AsyncIterator[list[Instance]]:
         last: list[Instance] | None = None
@@ -138,8 +145,8 @@ class FileDiscovery:
                 st = entry.stat()
             except OSError:
                 continue
-            if now - st.st_mtime > self.stale_after:
-                continue
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime > self.stale_after:
+                continue  # a FIFO or device would block the read; a stale record is dead
             cached = self._cache.get(entry.name)
             if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
                 instance = cached[2]
@@ -152,14 +159,26 @@ class FileDiscovery:
             del self._cache[name]
         return [found[name] for name in sorted(found)]
 
-    @staticmethod
-    def _read(path: str) -> Instance | None:
+    def _read(self, path: str) -> Instance | None:
+        """One record; never blocks on a file that is not a regular one (opened
+        non-blocking, checked again once open), never reads past ``MAX_RECORD_SIZE``."""
         try:
-            with open(path, "rb") as file:
-                return Instance.from_json(file.read())
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+            with open(fd, "rb") as file:
+                return Instance.from_json(_read_record(file))
         except (OSError, ProtocolError) as exc:
-            logger.warning("skipping instance record %s: %s", path, exc)
+            self._log.warning("record", "skipping instance record %s: %s", path, exc)
             return None
+
+
+def _read_record(file: BinaryIO) -> bytes:
+    """The bytes of an open record file, if it is a regular file of sane size."""
+    st = os.fstat(file.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        raise ProtocolError("not a regular file")
+    if st.st_size > MAX_RECORD_SIZE:
+        raise ProtocolError(f"{st.st_size} bytes, over {MAX_RECORD_SIZE}")
+    return file.read(MAX_RECORD_SIZE + 1)
 
 
 def instance_key(instance: Instance) -> str:

@@ -199,6 +199,7 @@ class ResponseStream:
         self._entered = False
         self._closed = False
         self._closed_by_client = False
+        self._cancelling: CallHome | None = None
         #: The instance that accepted the request (set once entered).
         self.instance: Instance | None = None
         #: The request id (Dynamo's context id), set once entered.
@@ -312,20 +313,46 @@ class ResponseStream:
 
     async def aclose(self) -> None:
         """Stop the call if it is still running and release its connection. Idempotent."""
+        unsent = self._close_nowait()
+        if unsent:
+            await self._send_cancel(unsent)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _close_nowait(self) -> bytes:
+        """Close without waiting: unregister, write ``"stop"``/``"kill"`` if the call is
+        still running, release the connection. What of the cancel frame the kernel did
+        not take now is returned, for :meth:`_send_cancel`."""
         call_home, self._call_home = self._call_home, None
         if call_home is None:
-            return
+            return b""
         self._closed = True
         self._client._call_ended(self)
         done = self._finished or call_home.decoder.ended
         connection = call_home.connection
+        unsent = b""
         if connection is not None and not done and not self._failed:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLOSE_TIMEOUT
-                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await connection.send_all(encode_cancel(self._client.cancel_mode))
+            unsent = encode_cancel(self._client.cancel_mode)
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                unsent = unsent[connection.send_nowait(unsent) :]
+            if unsent:
+                self._cancelling = call_home
+                return unsent  # closed by _send_cancel once the frame is out
         # A finished (or failed) stream lingers for the worker's last frames.
         call_home.close(linger=done or self._failed)
+        self._finished = True
+        return b""
+
+    async def _send_cancel(self, unsent: bytes) -> None:
+        """Write the rest of the cancel frame (shielded, ``CLOSE_TIMEOUT``), then close."""
+        call_home, self._cancelling = self._cancelling, None
+        assert call_home is not None
+        assert call_home.connection is not None
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await call_home.connection.send_all(unsent)
+        call_home.close()
         self._finished = True
 
 
@@ -425,15 +452,29 @@ class EndpointClient(AsyncResource):
             if self._calls:
                 with trio.move_on_after(self.close_grace_period):
                     await self._no_calls.wait()
-            for call in list(self._calls):
-                call._closed_by_client = True
-                await call.aclose()
+            await self._close_calls()
             if self._plane is not None and self._plane is not self._given_plane:
                 await self._plane.aclose()
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
                 with trio.move_on_after(CLOSE_TIMEOUT * 2):
                     await self._stopped.wait()
+
+    async def _close_calls(self) -> None:
+        """Stop every open call at once: cancel frames are written without waiting where
+        the kernel takes them, the rest concurrently, all within one ``CLOSE_TIMEOUT``
+        (one at a time, 1,000 calls took 20 s next to a worker in the same loop)."""
+        late: list[tuple[ResponseStream, bytes]] = []
+        for call in list(self._calls):
+            call._closed_by_client = True
+            unsent = call._close_nowait()
+            if unsent:
+                late.append((call, unsent))
+        if late:
+            async with trio.open_nursery() as nursery:
+                for call, unsent in late:
+                    nursery.start_soon(call._send_cancel, unsent)
+        await trio.lowlevel.checkpoint()
 
     def _call_ended(self, call: ResponseStream) -> None:
         self._calls.discard(call)

@@ -337,6 +337,8 @@ class NatsConnection(AsyncResource):
         self._no_requests: trio.Event | None = None  # set when draining has waited them out
         self._tokens = itertools.count()
         self._nursery: trio.Nursery | None = None
+        #: Why the last connection was lost (the reader's error).
+        self._lost_because: BaseException | None = None
 
     # -- status ------------------------------------------------------------------------
 
@@ -567,7 +569,10 @@ class NatsConnection(AsyncResource):
 
     async def _reconnect(self) -> None:
         if self._closing or not self.options.get("reconnect", True):
-            raise ConnectionLost("NATS connection lost (reconnect is off)")
+            lost = self._lost_because
+            if isinstance(lost, ProtocolError):  # e.g. FrameTooLarge: say what happened
+                raise type(lost)(*lost.args)
+            raise ConnectionLost(f"NATS connection lost (reconnect is off): {lost}")
         wait = self.options.get("reconnect_wait", 2.0)
         jitter = self.options.get("reconnect_jitter", 0.1)
         limit = self.options.get("max_reconnect_attempts", 60)
@@ -643,6 +648,7 @@ class NatsConnection(AsyncResource):
                 parser.feed(data)
         except (TrioplaneError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closing:
+                self._lost_because = exc
                 self._drop_link(str(exc))
 
     def _server_error(self, message: str) -> None:

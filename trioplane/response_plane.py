@@ -45,7 +45,6 @@ from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 __all__ = ["CallHome", "ResponsePlane", "ResponsePlaneStatistics", "receive_into"]
 
 logger = logging.getLogger(__name__)
-_peer_errors = RateLimitedLog(logger)
 
 PLAIN_ON_TLS = (
     "a worker called home in plain text, but this response plane serves TLS"
@@ -64,6 +63,8 @@ class Connection(Protocol):
     def receive_nowait(self) -> memoryview | None: ...
 
     async def receive(self) -> bytes | bytearray | memoryview: ...
+
+    def send_nowait(self, data: bytes | memoryview) -> int: ...
 
     async def send_all(self, data: bytes | memoryview) -> None: ...
 
@@ -191,6 +192,7 @@ class ResponsePlane:
         self.address = ""
         self.dropped_connections = 0
         self.last_drop: str | None = None
+        self._log = RateLimitedLog(logger)
         self.connections_accepted = 0
         self.closed = False
         self._waiting: dict[str, CallHome] = {}
@@ -362,7 +364,7 @@ class ResponsePlane:
         self.dropped_connections += 1
         self.last_drop = why
         if why in (PLAIN_ON_TLS, TLS_ON_PLAIN):
-            _peer_errors.warning(why, "dropping a call-home connection: %s", why)
+            self._log.warning(why, "dropping a call-home connection: %s", why)
         else:
             logger.debug("dropping call-home connection: %s", why)
         self._forget(connection)

@@ -76,7 +76,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_peer_errors = RateLimitedLog(log)
 
 #: ``handler(request, context)``: an async generator of response items.
 Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
@@ -226,6 +225,7 @@ class Worker:
         self._handler_errors = 0
         self._call_home_failures = 0
         self._calls: trio.Nursery | None = None
+        self._log = RateLimitedLog(log)  # what callers cause: a few lines a minute per kind
         self._deregistered = False
         self._accepting = trio.CancelScope()
         self._idle = trio.Event()
@@ -348,7 +348,9 @@ class Worker:
     async def _serve_nats_plane(self, nursery: trio.Nursery) -> None:
         nats = await start_nats_connection(nursery, self.nats_servers, **self.nats_options)
         subjects = [p for p, (_, i) in self._routes.items() if i.transport_kind == "nats_tcp"]
-        server = NatsPlaneServer(nats, subjects, self._policy)
+        server = NatsPlaneServer(
+            nats, subjects, self._policy, max_frame_size=self.limits.max_frame_size
+        )
         await nursery.start(server.serve)  # subscribed before anyone can discover us
         self.servers["nats"] = server
 
@@ -441,7 +443,7 @@ class Worker:
             message = decode_two_part(frame.payload)
             control = ControlMessage.decode(message.header)
         except ProtocolError as exc:
-            _peer_errors.warning(
+            self._log.warning(
                 "control", "request on %s has no valid control message: %s", frame.path, exc
             )
             return  # as Dynamo: acked, and nowhere to call home
@@ -463,7 +465,7 @@ class Worker:
             failure = str(exc)
         if failure is not None:
             self._call_home_failures += 1
-            _peer_errors.warning(
+            self._log.warning(
                 "call-home",
                 "request %s on %s cannot be answered: %s",
                 control.id,
@@ -485,7 +487,7 @@ class Worker:
             codec = get_codec(control.payload_codec)
             request = codec.decode(body)
         except (ProtocolError, ValueError) as exc:
-            _peer_errors.warning("decode", "cannot decode request %s: %s", control.id, exc)
+            self._log.warning("decode", "cannot decode request %s: %s", control.id, exc)
             await home.send(encode_prologue(f"cannot decode the request: {exc}"))
             return
         await home.send(encode_prologue())

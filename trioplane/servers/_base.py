@@ -249,8 +249,10 @@ class _LinkSession:
         on_frame: Callable[[RequestFrame], None] | None,
         limits: ServerLimits,
         counters: ServerStatistics,
+        log: RateLimitedLog,
     ) -> None:
         self.link = link
+        self.log = log
         self.policy = policy
         self.on_frame = on_frame
         self.limits = limits
@@ -279,14 +281,14 @@ class _LinkSession:
         except trio.TooSlowError:
             self.counters.timeouts += 1
         except Exception:  # a policy's bug: this connection ends, the server serves on
-            _peer_errors.exception("policy", "request handling failed; closing the connection")
+            self.log.exception("policy", "request handling failed; closing the connection")
         self.scope.cancel()
 
     def refuse(self, exc: ProtocolError) -> list[Reply]:
         """Dynamo's ``Read error`` ack for input that cannot be decoded, then close."""
         self.broken = True
         self.counters.read_errors += 1
-        _peer_errors.warning("read-error", "bad request frame, closing the connection: %s", exc)
+        self.log.warning("read-error", "bad request frame, closing the connection: %s", exc)
         return [Reply.reject(read_error(exc)), Reply.drop()]
 
     def check_protocol(self, data: bytes | bytearray | memoryview) -> list[Reply]:
@@ -297,7 +299,7 @@ class _LinkSession:
             return []
         self.broken = True
         self.counters.read_errors += 1
-        _peer_errors.warning(
+        self.log.warning(
             f"foreign-{protocol}", "a %s client on a plain-text request plane; closing", protocol
         )
         alert = [Reply.garbage(TLS_DECODE_ERROR_ALERT)] if protocol == "TLS" else []
@@ -395,6 +397,7 @@ async def serve_frame_link(
     on_frame: Callable[[RequestFrame], None] | None = None,
     limits: ServerLimits = DEFAULT_LIMITS,
     counters: ServerStatistics | None = None,
+    log: RateLimitedLog | None = None,
 ) -> None:
     """Serve one connection of any transport: decode request frames, answer each in order.
 
@@ -404,7 +407,9 @@ async def serve_frame_link(
     closed. ``limits`` bound the waits (idle, a frame begun, a write). Returns
     when the peer leaves or the link is closed; always closes it.
     """
-    session = _LinkSession(link, policy, on_frame, limits, counters or ServerStatistics())
+    session = _LinkSession(
+        link, policy, on_frame, limits, counters or ServerStatistics(), log or _peer_errors
+    )
     await session.run()
 
 
@@ -436,6 +441,8 @@ class PlaneServer(abc.ABC):
         self.ssl_context = ssl_context
         self.on_frame = on_frame
         self.counters = ServerStatistics()
+        #: Peer errors are logged a few times a minute per kind, never per request.
+        self.log = RateLimitedLog(log)
 
     def statistics(self) -> ServerStatistics:
         """A snapshot of the server's counters."""
@@ -460,7 +467,12 @@ class PlaneServer(abc.ABC):
 
     async def _serve_link(self, link: FrameLink) -> None:
         await serve_frame_link(
-            link, self._answer, on_frame=self.on_frame, limits=self.limits, counters=self.counters
+            link,
+            self._answer,
+            on_frame=self.on_frame,
+            limits=self.limits,
+            counters=self.counters,
+            log=self.log,
         )
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
@@ -472,12 +484,12 @@ class PlaneServer(abc.ABC):
                 except OSError as exc:
                     if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                         raise
-                    _peer_errors.warning("accept", "cannot accept connections: %s", exc)
+                    self.log.warning("accept", "cannot accept connections: %s", exc)
                     await trio.sleep(ACCEPT_BACKOFF)
                     continue
                 if counters.open_connections >= limits.max_connections:
                     counters.connections_refused += 1
-                    _peer_errors.warning(
+                    self.log.warning(
                         "max-connections",
                         "refusing a connection to %s: %d open (max_connections)",
                         self.host_port,
@@ -530,7 +542,7 @@ class PlaneServer(abc.ABC):
         """Count and (rate-limited) log a peer whose handshake failed."""
         self.counters.handshake_failures += 1
         text = why if isinstance(why, str) else reason(why)
-        _peer_errors.warning(
+        self.log.warning(
             f"handshake-{what}", "%s handshake on %s failed: %s", what, self.host_port, text
         )
 

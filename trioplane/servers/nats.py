@@ -7,7 +7,8 @@ reply payload = accepted, a refusal text otherwise; the request's NATS headers
 (first value of each) become the frame's headers and its payload is the
 TwoPart payload, unframed. A ``drop`` sends no reply (the caller times out);
 ``raw`` sends its bytes as the reply; a ``delay`` delays that reply alone (each
-request has its own reply subject, so there is no order to keep).
+request has its own reply subject, so there is no order to keep). A payload over
+``max_frame_size`` gets Dynamo's ``Read error`` refusal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import trio
 from trioplane._errors import TrioplaneError
 from trioplane.nats import NatsConnection, Subscription
 from trioplane.servers._base import Policy, Reply, ServerStatistics, accept_all
-from trioplane.wire.tcp import RequestFrame
+from trioplane.wire.rejections import read_error
+from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, RequestFrame
 
 __all__ = ["NatsPlaneServer"]
 
@@ -38,8 +40,10 @@ class NatsPlaneServer:
         policy: Policy = accept_all,
         *,
         on_frame: Callable[[RequestFrame], None] | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
         self.connection = connection
+        self.max_frame_size = max_frame_size
         self.subjects = tuple(subjects)
         self.policy = policy
         self.on_frame = on_frame
@@ -67,7 +71,11 @@ class NatsPlaneServer:
                 counters.requests += 1
                 if self.on_frame is not None:
                     self.on_frame(frame)
-                reply = self.policy(frame)
+                if len(msg.payload) > self.max_frame_size:
+                    counters.read_errors += 1
+                    reply = Reply.reject(read_error(f"request of {len(msg.payload)} bytes"))
+                else:
+                    reply = self.policy(frame)
                 if not reply.accepted:
                     counters.rejected += 1
                 if msg.reply is None or reply.kind == "drop":

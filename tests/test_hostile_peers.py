@@ -334,3 +334,20 @@ async def test_a_fifo_in_the_discovery_folder_does_not_freeze_discovery(tmp_path
             with trio.fail_after(2):
                 await client.wait_for_instances()
                 assert await client.call("hi") == ["hi"]
+
+
+async def test_silent_call_home_connections_are_capped_and_timed_out() -> None:
+    """Connections to a caller's response plane that never say which call they are."""
+    async with trio.open_nursery() as nursery:
+        plane_ = ResponsePlane(handshake_timeout=0.3, max_pending_handshakes=3)
+        await nursery.start(plane_.run)
+        baseline = open_fds()
+        silent = [await trio.open_tcp_stream("127.0.0.1", plane_.port) for _ in range(5)]
+        await wait_until(lambda: plane_.statistics().dropped_connections >= 2)
+        assert "max_pending_handshakes" in str(plane_.statistics().last_drop)
+        await wait_until(lambda: plane_.statistics().dropped_connections == 5)  # timed out
+        assert plane_.statistics().open_connections == 0
+        for stream in silent:
+            await stream.aclose()
+        assert open_fds() <= baseline
+        nursery.cancel_scope.cancel()

@@ -110,7 +110,9 @@ class EndpointClientOptions(TypedDict, total=False):
       (the handler sees itself stopped and ends) or ``"kill"``.
     * ``response_host`` (``127.0.0.1``), ``response_port`` (0), ``advertise_host``:
       the response-plane listener, and the host workers are told to dial.
-    * ``handshake_timeout`` (10 s): call-home connections silent for longer are dropped.
+    * ``handshake_timeout`` (10 s): call-home connections silent for longer are dropped;
+      ``max_pending_handshakes`` (2,048): past that many connections waiting for
+      their handshake, a new one is dropped at once.
     * ``max_item_size`` (32 MiB): cap on one response frame.
     * ``close_grace_period`` (5 s): on close, how long open calls may finish.
     * ``tls`` (:class:`~trioplane.TcpTls`): TLS on the TCP request plane and the
@@ -135,6 +137,7 @@ class EndpointClientOptions(TypedDict, total=False):
     response_port: int
     advertise_host: str
     handshake_timeout: float
+    max_pending_handshakes: int
     max_item_size: int
     close_grace_period: float
     tls: TcpTls
@@ -395,6 +398,7 @@ class EndpointClient(AsyncResource):
             port=options.get("response_port", 0),
             advertise_host=options.get("advertise_host"),
             handshake_timeout=options.get("handshake_timeout", 10.0),
+            max_pending_handshakes=options.get("max_pending_handshakes", 2048),
             max_item_size=options.get("max_item_size", DEFAULT_MAX_BODY_SIZE),
             ssl_context=self.tls.server_context,
             tls_handshake_timeout=self.tls.handshake_timeout,

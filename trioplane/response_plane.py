@@ -12,6 +12,11 @@ handshake that has already arrived is routed by the accept loop itself, and a
 finished connection is closed synchronously; a task is spawned only for a
 handshake still on its way or a stream whose sentinel is still to come.
 
+At most ``max_pending_handshakes`` connections may wait for their handshake at
+once; past that a new one is dropped at once (a peer opening connections and
+saying nothing holds no more than that many descriptors, each for at most
+``handshake_timeout``).
+
 With an ``ssl_context`` the plane serves TLS, as a Dynamo caller with
 ``DYN_TCP_TLS_CERT_PATH`` does: each connection's TLS handshake runs in a task
 (within ``tls_handshake_timeout``). A worker whose TLS setting does not match
@@ -27,8 +32,9 @@ import logging
 import socket
 import ssl
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -50,6 +56,7 @@ PLAIN_ON_TLS = (
     "a worker called home in plain text, but this response plane serves TLS"
     " (the worker needs DYN_TCP_TLS_CA_CERT_PATH or DYN_TCP_TLS_INSECURE)"
 )
+TOO_MANY_PENDING = "too many connections waiting for their handshake (max_pending_handshakes)"
 TLS_ON_PLAIN = (
     "a worker called home with TLS, but this response plane is plain text (give the"
     " client a certificate: tls=TcpTls(cert_path=..., key_path=...) or DYN_TCP_TLS_CERT_PATH)"
@@ -177,6 +184,7 @@ class ResponsePlane:
         max_item_size: int = DEFAULT_MAX_BODY_SIZE,
         ssl_context: ssl.SSLContext | None = None,
         tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_pending_handshakes: int = 2048,
     ) -> None:
         if advertise_host is None and host in _WILDCARDS:
             raise ValueError(f"listening on {host!r} needs advertise_host, the host workers dial")
@@ -189,6 +197,10 @@ class ResponsePlane:
         self.max_item_size = max_item_size
         self.ssl_context = ssl_context
         self.tls_handshake_timeout = tls_handshake_timeout
+        if max_pending_handshakes < 1:
+            raise ValueError("max_pending_handshakes must be at least 1")
+        self.max_pending_handshakes = max_pending_handshakes
+        self._pending_handshakes = 0
         self.address = ""
         self.dropped_connections = 0
         self.last_drop: str | None = None
@@ -277,8 +289,10 @@ class ResponsePlane:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.connections_accepted += 1
                 if self.ssl_context is not None:
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._accept_tls, sock, self.ssl_context)
+                    if self._pending_handshakes >= self.max_pending_handshakes:
+                        self._drop(SocketIO(sock), TOO_MANY_PENDING)
+                    else:
+                        self._wait_in_task(self._accept_tls, sock, self.ssl_context)
                     continue
                 connection = SocketIO(sock)
                 self._connections.add(connection)
@@ -300,9 +314,23 @@ class ResponsePlane:
             return
         if isinstance(event, Handshake):
             self._route(connection, decoder, event.subject)
+        elif self._pending_handshakes >= self.max_pending_handshakes:
+            self._drop(connection, TOO_MANY_PENDING)
         else:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._await_handshake, connection, decoder)
+            self._wait_in_task(self._await_handshake, connection, decoder)
+
+    def _wait_in_task(self, wait: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run a handshake wait in a task, counted against ``max_pending_handshakes``."""
+
+        async def counted() -> None:
+            self._pending_handshakes += 1
+            try:
+                await wait(*args)
+            finally:
+                self._pending_handshakes -= 1
+
+        assert self._nursery is not None
+        self._nursery.start_soon(counted)
 
     async def _accept_tls(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         """The TLS handshake of one call-home connection, then its call-home handshake."""
@@ -363,7 +391,7 @@ class ResponsePlane:
     def _drop(self, connection: Connection, why: str) -> None:
         self.dropped_connections += 1
         self.last_drop = why
-        if why in (PLAIN_ON_TLS, TLS_ON_PLAIN):
+        if why in (PLAIN_ON_TLS, TLS_ON_PLAIN, TOO_MANY_PENDING):
             self._log.warning(why, "dropping a call-home connection: %s", why)
         else:
             logger.debug("dropping call-home connection: %s", why)

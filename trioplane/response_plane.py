@@ -45,7 +45,7 @@ from trioplane._util import reason
 from trioplane.addresses import format_host_port
 from trioplane.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from trioplane.wire.response import Handshake, ResponseStreamDecoder
-from trioplane.wire.sniff import TLS_DECODE_ERROR_ALERT, foreign_protocol
+from trioplane.wire.sniff import TLS_DECODE_ERROR_ALERT, foreign_protocol, not_tls
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
 __all__ = ["CallHome", "ResponsePlane", "ResponsePlaneStatistics", "receive_into"]
@@ -341,7 +341,7 @@ class ResponsePlane:
         try:
             with trio.fail_after(self.tls_handshake_timeout):
                 first = await stream.socket.recv(8, socket.MSG_PEEK)
-                if first and foreign_protocol(first) != "TLS":
+                if not_tls(first):
                     await stream.send_all(TLS_DECODE_ERROR_ALERT)
                     self._drop(connection, PLAIN_ON_TLS)
                     return

@@ -31,7 +31,7 @@ from trioplane._logging import RateLimitedLog
 from trioplane._util import reason
 from trioplane.addresses import format_host_port
 from trioplane.wire.rejections import read_error
-from trioplane.wire.sniff import TLS_DECODE_ERROR_ALERT, foreign_protocol
+from trioplane.wire.sniff import TLS_DECODE_ERROR_ALERT, foreign_protocol, not_tls
 from trioplane.wire.tcp import (
     ACK_ACCEPTED,
     DEFAULT_MAX_FRAME_SIZE,
@@ -522,7 +522,7 @@ class PlaneServer(abc.ABC):
         try:
             with trio.fail_after(self.limits.handshake_timeout):
                 first = await stream.socket.recv(8, socket.MSG_PEEK)
-                if first and foreign_protocol(first) != "TLS":
+                if not_tls(first):
                     with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await stream.send_all(TLS_DECODE_ERROR_ALERT)
                     self.handshake_failed("TLS", "a plain-text peer on a TLS port")

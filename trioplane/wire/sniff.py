@@ -8,7 +8,7 @@ first bytes as a frame length: ``FrameTooLarge ack of 1213486160 bytes`` is
 
 from __future__ import annotations
 
-__all__ = ["TLS_DECODE_ERROR_ALERT", "foreign_protocol"]
+__all__ = ["TLS_DECODE_ERROR_ALERT", "foreign_protocol", "not_tls"]
 
 #: A fatal TLS ``decode_error`` alert record, as Dynamo's TLS listener sends to a
 #: plain-text peer before closing.
@@ -30,3 +30,9 @@ def foreign_protocol(prefix: bytes | bytearray | memoryview) -> str | None:
     if head.startswith((b"HTTP/", b"GET ", b"POST ", b"PUT ", b"HEAD ")):
         return "HTTP"
     return None
+
+
+def not_tls(prefix: bytes | bytearray | memoryview) -> bool:
+    """True if ``prefix`` (at least 3 bytes) is surely not the start of a TLS ClientHello:
+    a plain-text peer on a TLS port. Fewer bytes decide nothing."""
+    return len(prefix) >= 3 and foreign_protocol(prefix) != "TLS"

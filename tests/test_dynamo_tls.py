@@ -115,3 +115,23 @@ async def test_a_plain_text_dynamo_client_is_refused_by_a_trioplane_tls_worker(
         assert isinstance(plane, TcpPlaneServer)
         await wait_until(lambda: plane.statistics().handshake_failures >= 1)
         assert worker.statistics().calls_accepted == 0
+
+
+async def test_a_dynamo_worker_calling_home_with_tls_to_a_plain_caller_is_named(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Where Dynamo's own client waits forever, trioplane's says why the call failed."""
+    with run_dynamo_worker(tmp_path, [ENDPOINT], **pki.env(pki.server())):
+        plain_listener = TcpTls(ca_path=pki.ca)  # dials with TLS, serves its plane in plain text
+        async with trioplane.open_endpoint_client(
+            ENDPOINT, discovery(tmp_path), tls=plain_listener, call_home_timeout=2
+        ) as client:
+            await client.wait_for_instances()
+            with (
+                trio.fail_after(10),
+                pytest.raises(
+                    trioplane.CallHomeTimeout,
+                    match=r"called home with TLS, but this response plane",
+                ),
+            ):
+                await client.call({"op": "count", "n": 1})

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 import trioplane
+import trioplane.discovery.file as file_backend
 import trioplane.worker
 from trioplane.discovery import FileDiscovery, instance_key
 from trioplane.servers.http import HttpPlaneServer
@@ -129,20 +130,22 @@ async def test_registration_file_io_runs_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: dict[str, bool] = {}
-    worker_class = trioplane.worker.Worker
-    for name in ("_write_registrations", "_touch_registrations", "_remove_registrations"):
-        original = getattr(worker_class, name)
 
-        def spy(self: Any, _name: str = name, _original: Any = original) -> None:
-            threads[_name] = threading.current_thread() is not threading.main_thread()
-            _original(self)
+    def spy(name: str, original: Any) -> Any:
+        def spying(*args: Any) -> None:
+            threads[name] = threading.current_thread() is not threading.main_thread()
+            original(*args)
 
-        monkeypatch.setattr(worker_class, name, spy)
-    monkeypatch.setattr(trioplane.worker, "REFRESH_INTERVAL", 0.01)
+        return spying
+
+    registration = file_backend._FileRegistration
+    monkeypatch.setattr(registration, "_write", spy("write", registration._write))
+    monkeypatch.setattr(registration, "_touch", spy("touch", registration._touch))
+    monkeypatch.setattr(file_backend, "_remove", spy("remove", file_backend._remove))
+    monkeypatch.setattr(file_backend, "REFRESH_INTERVAL", 0.01)
     async with open_worker({"ns.w.count": count}, discovery_root=tmp_path):
-        await wait_until(lambda: "_touch_registrations" in threads)
-    assert threads == dict.fromkeys(threads, True)
-    assert len(threads) == 3
+        await wait_until(lambda: "touch" in threads)
+    assert threads == {"write": True, "touch": True, "remove": True}
 
 
 async def test_a_cancelled_worker_still_deregisters(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from trioplane._errors import (
 )
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
 from trioplane._version import __version__
-from trioplane.discovery import Discovery, FileDiscovery, StaticDiscovery
+from trioplane.discovery import Discovery, FileDiscovery, StaticDiscovery, discovery_from_env
 from trioplane.endpoint import (
     EndpointClient,
     EndpointClientOptions,
@@ -68,6 +68,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "Discovery",
+    "EtcdDiscovery",
     "EndpointClient",
     "EndpointClientOptions",
     "EndpointStatistics",
@@ -124,10 +125,12 @@ __all__ = [
     "start_tcp_client",
     "start_websocket_client",
     "__version__",
+    "discovery_from_env",
 ]
 
 
 if TYPE_CHECKING:
+    from trioplane.discovery.etcd import EtcdDiscovery
     from trioplane.transports.http import (
         HttpClient,
         HttpClientOptions,
@@ -142,9 +145,10 @@ if TYPE_CHECKING:
         start_websocket_client,
     )
 
-# The HTTP and WebSocket transports need optional extras (httpx, trio-websocket):
+# The HTTP and WebSocket transports and etcd need optional extras (httpx, trio-websocket):
 # imported on first use, so ``import trioplane`` works without them.
 _LAZY = {
+    "EtcdDiscovery": "trioplane.discovery.etcd",
     "HttpClient": "trioplane.transports.http",
     "HttpClientOptions": "trioplane.transports.http",
     "HttpStatusError": "trioplane.transports.http",

@@ -1,9 +1,10 @@
 """The worker side: serve Dynamo endpoints that Dynamo's own clients (and trioplane's) call.
 
 ``async with trioplane.open_worker({"ns.comp.ep": handler}) as worker:`` listens on
-the TCP request plane, registers each endpoint's instance in Dynamo's file
-discovery backend, and runs ``handler(request, context)`` (an async generator) for
-each accepted request, streaming what it yields back over the response plane:
+the TCP request plane, registers each endpoint's instance in discovery (Dynamo's
+file or etcd backend, as ``DYN_DISCOVERY_BACKEND`` says, or ``discovery=``), and
+runs ``handler(request, context)`` (an async generator) for each accepted request,
+streaming what it yields back over the response plane:
 
 1. the request frame is acked at once (empty ack; ``Server unavailable: unknown
    endpoint <path>`` for an unknown path; ``Server overloaded: worker at
@@ -25,12 +26,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -40,7 +38,14 @@ from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
 from trioplane._util import running
 from trioplane.addresses import format_host_port, parse_endpoint
-from trioplane.discovery import default_file_root, instance_key
+from trioplane.discovery import (
+    FileDiscovery,
+    Registration,
+    RegistrationStatistics,
+    Registry,
+    StaticDiscovery,
+    discovery_from_env,
+)
 from trioplane.nats import NatsOptions, start_nats_connection
 from trioplane.servers import (
     ACCEPT,
@@ -79,10 +84,6 @@ log = logging.getLogger(__name__)
 
 #: ``handler(request, context)``: an async generator of response items.
 Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
-#: How often a registration file's mtime is refreshed (Dynamo: stale after 10 s).
-REFRESH_INTERVAL = 3.0
-#: How long closing waits for the discovery records' removal (a hung file system).
-DEREGISTER_TIMEOUT = 5.0
 #: The instance transport kind each request plane advertises.
 _INSTANCE_KINDS = {"tcp": "tcp", "nats": "nats_tcp", "websocket": "websocket", "http": "http"}
 #: Dynamo's HTTP request-plane root.
@@ -140,7 +141,9 @@ class WorkerStatistics:
 
     ``calls_refused`` were answered ``Server overloaded``/``Server unavailable``;
     ``call_home_failures`` were accepted but their caller could not be reached in
-    time; ``planes`` has each request-plane server's own statistics.
+    time; ``registration`` says whether the instances are discoverable (and how
+    often an etcd lease was lost and restored); ``planes`` has each request-plane
+    server's own statistics.
     """
 
     calls_in_flight: int = 0
@@ -148,6 +151,7 @@ class WorkerStatistics:
     calls_refused: int = 0
     handler_errors: int = 0
     call_home_failures: int = 0
+    registration: RegistrationStatistics = field(default_factory=RegistrationStatistics)
     planes: Mapping[str, ServerStatistics | HttpPlaneStatistics] = field(default_factory=dict)
 
 
@@ -171,6 +175,7 @@ class Worker:
         host: str = "127.0.0.1",
         port: int = 0,
         advertise_host: str | None = None,
+        discovery: Registry | None = None,
         discovery_root: str | os.PathLike[str] | None = None,
         register: bool = True,
         codec: str = "msgpack",
@@ -205,7 +210,13 @@ class Worker:
         self.host = host
         self.port = port
         self.advertise_host = advertise_host or host
-        self.discovery_root = Path(discovery_root) if discovery_root else default_file_root()
+        if discovery is None:
+            discovery = FileDiscovery(discovery_root) if discovery_root else discovery_from_env()
+        elif discovery_root is not None:
+            raise ValueError("give discovery or discovery_root, not both")
+        if not isinstance(discovery, Registry):
+            raise TypeError(f"{type(discovery).__name__} is not a backend a worker registers in")
+        self.discovery: Registry = discovery
         self.register = register
         self.codec = codec
         self.max_concurrency = max_concurrency
@@ -226,7 +237,7 @@ class Worker:
         self._call_home_failures = 0
         self._calls: trio.Nursery | None = None
         self._log = RateLimitedLog(log)  # what callers cause: a few lines a minute per kind
-        self._deregistered = False
+        self._registration: Registration | None = None
         self._accepting = trio.CancelScope()
         self._idle = trio.Event()
 
@@ -242,6 +253,11 @@ class Worker:
             calls_refused=self._refused,
             handler_errors=self._handler_errors,
             call_home_failures=self._call_home_failures,
+            registration=(
+                self._registration.statistics()
+                if self._registration is not None
+                else RegistrationStatistics()
+            ),
             planes={name: server.statistics() for name, server in self.servers.items()},
         )
 
@@ -249,22 +265,26 @@ class Worker:
         self, *, task_status: trio.TaskStatus[list[Instance]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen, register, serve until cancelled; reports the instances it serves."""
-        try:
-            async with trio.open_nursery() as calls:
-                self._calls = calls
-                async with trio.open_nursery() as service:
-                    with self._accepting:
-                        bases = await self._listen(service)
-                        self._make_instances(bases)
+        async with trio.open_nursery() as calls:
+            self._calls = calls
+            async with trio.open_nursery() as service:
+                with self._accepting:
+                    bases = await self._listen(service)
+                    async with self._open_registration() as registration:
+                        ids = [await registration.new_instance_id() for _ in self.transports]
+                        self._make_instances(bases, dict(zip(self.transports, ids, strict=True)))
                         if "nats" in self.transports:
                             await self._serve_nats_plane(service)
                         if self.register:
-                            await trio.to_thread.run_sync(self._write_registrations)
-                            service.start_soon(self._refresh_registrations)
+                            await registration.publish(self.instances)
+                        self._registration = registration
                         task_status.started(list(self.instances))
                         await trio.sleep_forever()
-        finally:
-            await self._deregister()
+
+    def _open_registration(self) -> AbstractAsyncContextManager[Registration]:
+        if self.register:
+            return self.discovery.open_registration()
+        return StaticDiscovery().open_registration()  # ids only: nothing is published
 
     async def _listen(self, nursery: trio.Nursery) -> dict[str, str]:
         """Start the TCP, WebSocket and HTTP servers; each plane's address base."""
@@ -324,10 +344,12 @@ class Worker:
         self.http_port = http.port
         return f"http://{format_host_port(self.advertise_host, http.port)}{HTTP_ROOT}"
 
-    def _make_instances(self, bases: Mapping[str, str]) -> None:
+    def _make_instances(self, bases: Mapping[str, str], ids: Mapping[str, int]) -> None:
+        """One instance per endpoint and plane; a plane's instances share its id (as a
+        Dynamo worker's share its lease)."""
         for (namespace, component, endpoint), handler in self.handlers.items():
             for kind in self.transports:
-                instance_id = random.getrandbits(63)
+                instance_id = ids[kind]
                 if kind == "nats":  # Dynamo's NATS subject for the instance
                     path = address = f"{namespace}_{component}.{endpoint}-{instance_id:x}"
                 else:
@@ -357,52 +379,14 @@ class Worker:
     async def aclose(self) -> None:
         """Stop accepting, deregister; calls in flight get ``grace_period``, then are cancelled."""
         with trio.CancelScope(shield=True):
-            await self._deregister()
+            if self._registration is not None:
+                await self._registration.withdraw()
             self._accepting.cancel()
             if self._active:
                 with trio.move_on_after(self.grace_period):
                     await self._idle.wait()
             if self._calls is not None:
                 self._calls.cancel_scope.cancel()
-
-    # -- discovery ---------------------------------------------------------------------
-
-    def _path_of(self, instance: Instance) -> Path:
-        return self.discovery_root / "v1" / "instances" / instance_key(instance)
-
-    # File I/O runs in a thread: a discovery root may sit on a slow or network file system.
-
-    def _write_registrations(self) -> None:
-        for instance in self.instances:
-            path = self._path_of(instance)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp_{path.name}.{os.getpid()}")
-            tmp.write_bytes(instance.to_json())
-            os.replace(tmp, path)  # atomic, as Dynamo's file backend
-
-    async def _refresh_registrations(self) -> None:
-        while True:
-            await trio.sleep(REFRESH_INTERVAL)
-            await trio.to_thread.run_sync(self._touch_registrations, abandon_on_cancel=True)
-
-    def _touch_registrations(self) -> None:
-        now = time.time()
-        for instance in self.instances:
-            with suppress(OSError):
-                os.utime(self._path_of(instance), (now, now))
-
-    async def _deregister(self) -> None:
-        """Remove the discovery records (once), even when cancelled, within a timeout."""
-        if not self.register or self._deregistered:
-            return
-        self._deregistered = True
-        with trio.CancelScope(shield=True), trio.move_on_after(DEREGISTER_TIMEOUT):
-            await trio.to_thread.run_sync(self._remove_registrations, abandon_on_cancel=True)
-
-    def _remove_registrations(self) -> None:
-        for instance in self.instances:
-            with suppress(OSError):
-                self._path_of(instance).unlink()
 
     # -- admission -----------------------------------------------------------------------
 

@@ -1,13 +1,11 @@
-"""Discovery: which worker instances exist.
+"""Dynamo's file discovery backend (``DYN_DISCOVERY_BACKEND=file``), both sides.
 
-A :class:`Discovery` gives a snapshot (:meth:`~Discovery.instances`) and the
-stream of changes (:meth:`~Discovery.changes`, the full list each time it
-changes, starting with the current one). Two implementations:
-
-* :class:`StaticDiscovery`: a list you give (and may replace), for tests and
-  fixed deployments;
-* :class:`FileDiscovery`: Dynamo's file backend (``DYN_DISCOVERY_BACKEND=file``),
-  one JSON file per instance under ``<root>/v1/instances/``, polled.
+One JSON file per instance under ``<root>/v1/instances/``, named by the
+url-encoded key ``ns/comp/ep/{instance_id:x}``. The client polls the folder; a
+worker writes its records through ``.tmp_`` files renamed into place, touches
+their mtime every few seconds (a record untouched for 10 s is stale), and removes
+them when it stops. Disk access runs in worker threads, never in the event loop:
+the root may be on a slow or network file system.
 """
 
 from __future__ import annotations
@@ -18,17 +16,19 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
 import trio
 
 from trioplane._errors import ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
+from trioplane.discovery._base import RegistrationStatistics, random_instance_id
 
-__all__ = ["Discovery", "FileDiscovery", "StaticDiscovery", "default_file_root"]
+__all__ = ["FileDiscovery", "default_file_root", "instance_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,45 +36,10 @@ logger = logging.getLogger(__name__)
 STALE_AFTER = 10.0
 #: A record larger than this is skipped (Dynamo's are a few hundred bytes).
 MAX_RECORD_SIZE = 64 * 1024
-
-
-@runtime_checkable
-class Discovery(Protocol):
-    """Where an endpoint client learns about instances."""
-
-    async def instances(self) -> list[Instance]:
-        """The instances known now (every endpoint's)."""
-        ...
-
-    def changes(self) -> AsyncIterator[list[Instance]]:
-        """The current list, then the full list again each time it changes."""
-        ...
-
-
-class StaticDiscovery:
-    """A fixed list of instances; :meth:`set` replaces it and notifies watchers."""
-
-    def __init__(self, instances: Iterable[Instance] = ()) -> None:
-        self._instances = list(instances)
-        self._version = 0
-        self._changed = trio.Event()
-
-    def set(self, instances: Iterable[Instance]) -> None:
-        """Replace the list (watchers see the new one)."""
-        self._instances = list(instances)
-        self._version += 1
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def instances(self) -> list[Instance]:
-        await trio.lowlevel.checkpoint()
-        return list(self._instances)
-
-    async def changes(self) -> AsyncIterator[list[Instance]]:
-        while True:
-            changed = self._changed
-            yield list(self._instances)
-            await changed.wait()
+#: How often a worker refreshes its records' mtime.
+REFRESH_INTERVAL = 3.0
+#: How long withdrawing waits for the records' removal (a hung file system).
+WITHDRAW_TIMEOUT = 5.0
 
 
 def default_file_root() -> Path:
@@ -126,6 +91,18 @@ class FileDiscovery:
                 last = current
                 yield list(current)  # a copy: the caller may change it
             await trio.sleep(self.poll_interval)
+
+    @asynccontextmanager
+    async def open_registration(self) -> AsyncIterator[_FileRegistration]:
+        """Register a worker's instances under this root (see the module doc)."""
+        registration = _FileRegistration(self.folder)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(registration.refresh_loop)
+                yield registration
+                nursery.cancel_scope.cancel()
+        finally:
+            await registration.withdraw()
 
     def _scan(self) -> list[Instance]:
         with self._scan_lock:  # scans run in worker threads and share the cache
@@ -194,15 +171,52 @@ def instance_key(instance: Instance) -> str:
     )
 
 
-DiscoverySource = Discovery | Sequence[Instance] | str | os.PathLike[str] | None
+class _FileRegistration:
+    """A worker's records as files; written, touched and removed in threads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths: list[Path] = []
+
+    async def new_instance_id(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return random_instance_id()
+
+    async def publish(self, instances: Sequence[Instance]) -> None:
+        paths = [self.folder / instance_key(i) for i in instances]
+        await trio.to_thread.run_sync(self._write, instances, paths)
+        self.paths += paths
+
+    def _write(self, instances: Sequence[Instance], paths: Sequence[Path]) -> None:
+        for instance, path in zip(instances, paths, strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp_{path.name}.{os.getpid()}")
+            tmp.write_bytes(instance.to_json())
+            os.replace(tmp, path)  # atomic, as Dynamo's file backend
+
+    async def refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(REFRESH_INTERVAL)
+            await trio.to_thread.run_sync(self._touch, abandon_on_cancel=True)
+
+    def _touch(self) -> None:
+        now = time.time()
+        for path in list(self.paths):
+            with suppress(OSError):
+                os.utime(path, (now, now))
+
+    async def withdraw(self) -> None:
+        paths, self.paths = self.paths, []
+        if not paths:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(WITHDRAW_TIMEOUT):
+            await trio.to_thread.run_sync(_remove, paths, abandon_on_cancel=True)
+
+    def statistics(self) -> RegistrationStatistics:
+        return RegistrationStatistics(registered=bool(self.paths), records=len(self.paths))
 
 
-def as_discovery(source: DiscoverySource) -> Discovery:
-    """A :class:`Discovery` from what a caller passed: a discovery, instances, a root, or None."""
-    if source is None:
-        return FileDiscovery()
-    if isinstance(source, (str, os.PathLike)):
-        return FileDiscovery(source)
-    if isinstance(source, Discovery):
-        return source
-    return StaticDiscovery(source)
+def _remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        with suppress(OSError):
+            path.unlink()

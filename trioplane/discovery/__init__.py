@@ -1,0 +1,120 @@
+"""Discovery: which worker instances exist, for the client; registration, for the worker.
+
+Three backends, each usable on both sides (:class:`Discovery` for the endpoint
+client, :meth:`open_registration` for the worker):
+
+* :class:`StaticDiscovery`: a list you give (and may replace); also an in-memory
+  backend a worker can register in;
+* :class:`FileDiscovery`: Dynamo's file backend (``DYN_DISCOVERY_BACKEND=file``);
+* :class:`EtcdDiscovery`: Dynamo's etcd backend (``DYN_DISCOVERY_BACKEND=etcd``;
+  needs the extra ``trioplane[etcd]``).
+
+:func:`discovery_from_env` picks one the way a Dynamo process does; the endpoint
+client and the worker use it when given no ``discovery``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from trioplane._types import Instance
+from trioplane.discovery._base import (
+    Discovery,
+    Registration,
+    RegistrationStatistics,
+    Registry,
+    random_instance_id,
+)
+from trioplane.discovery.file import (
+    MAX_RECORD_SIZE,
+    STALE_AFTER,
+    FileDiscovery,
+    default_file_root,
+    instance_key,
+)
+from trioplane.discovery.static import StaticDiscovery
+
+if TYPE_CHECKING:
+    from trioplane.discovery.etcd import EtcdDiscovery
+
+__all__ = [
+    "BACKENDS",
+    "MAX_RECORD_SIZE",
+    "STALE_AFTER",
+    "Discovery",
+    "DiscoverySource",
+    "EtcdDiscovery",
+    "FileDiscovery",
+    "Registration",
+    "RegistrationStatistics",
+    "Registry",
+    "StaticDiscovery",
+    "as_discovery",
+    "default_file_root",
+    "discovery_from_env",
+    "instance_key",
+    "random_instance_id",
+]
+
+#: What ``DYN_DISCOVERY_BACKEND`` may say, and what trioplane does with it.
+BACKENDS = ("file", "etcd", "kv_store")
+
+#: What a caller may pass as ``discovery``: a backend, instances, a file root, or None.
+DiscoverySource = Discovery | Sequence[Instance] | str | os.PathLike[str] | None
+
+
+def discovery_from_env(environ: Mapping[str, str] | None = None) -> FileDiscovery | EtcdDiscovery:
+    """The discovery backend a Dynamo process would use, from its environment.
+
+    ``DYN_DISCOVERY_BACKEND``: ``file`` (unset, too) is the file backend at
+    ``DYN_FILE_KV`` (default ``$TMPDIR/dynamo_store_kv``); ``etcd`` (or ``kv_store``)
+    is etcd at ``ETCD_ENDPOINTS`` with ``ETCD_AUTH_*``
+    (:meth:`EtcdDiscovery.from_env`). ``kubernetes`` and ``mem`` raise a
+    ``ValueError`` that says what to use instead.
+    """
+    env = os.environ if environ is None else environ
+    backend = (env.get("DYN_DISCOVERY_BACKEND") or "file").strip().lower()
+    if backend == "file":
+        root = env.get("DYN_FILE_KV")
+        return FileDiscovery(root or None)
+    if backend in ("etcd", "kv_store"):
+        from trioplane.discovery.etcd import EtcdDiscovery
+
+        return EtcdDiscovery.from_env(env)
+    if backend == "kubernetes":
+        raise ValueError(
+            "DYN_DISCOVERY_BACKEND=kubernetes is not supported by trioplane yet: use etcd"
+            " (DYN_DISCOVERY_BACKEND=etcd, ETCD_ENDPOINTS) or the file backend"
+            " (DYN_DISCOVERY_BACKEND=file, DYN_FILE_KV), or pass discovery=..."
+        )
+    if backend == "mem":
+        raise ValueError(
+            "DYN_DISCOVERY_BACKEND=mem lives inside one Dynamo process; trioplane cannot"
+            " see it: use etcd or file, or pass discovery=StaticDiscovery(...)"
+        )
+    raise ValueError(
+        f"DYN_DISCOVERY_BACKEND={backend!r} is not a discovery backend; use one of"
+        f" {', '.join(BACKENDS)}"
+    )
+
+
+def as_discovery(source: DiscoverySource) -> Discovery:
+    """A :class:`Discovery` from what a caller passed: a backend, instances, a file
+    root, or ``None`` (:func:`discovery_from_env`)."""
+    if source is None:
+        return discovery_from_env()
+    if isinstance(source, (str, os.PathLike)):
+        return FileDiscovery(source)
+    if isinstance(source, Discovery):
+        return source
+    return StaticDiscovery(source)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EtcdDiscovery":  # needs httpx (trioplane[etcd]): imported on first use
+        from trioplane.discovery.etcd import EtcdDiscovery
+
+        return EtcdDiscovery
+    raise AttributeError(f"module 'trioplane.discovery' has no attribute {name!r}")

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENDPOINT_FORMS = "'http://host:port', 'https://host:port', 'host:port'"
+#: etcd's client port.
+DEFAULT_PORT = 2379
 #: gRPC status codes the gateway reports.
 _UNAUTHENTICATED = 16
 _INVALID_TOKEN = "invalid auth token"
@@ -151,9 +153,14 @@ def parse_endpoints(endpoints: str | Sequence[str], *, secure: bool = False) -> 
 
 
 def parse_endpoint(endpoint: str, secure: bool) -> str:
-    """``host:port`` or ``http[s]://host:port`` -> a base URL (``ValueError`` otherwise)."""
+    """``host[:port]`` or ``http[s]://host[:port]`` -> a base URL (port 2379 when absent);
+    ``ValueError`` otherwise."""
     url = endpoint if "://" in endpoint else f"{'https' if secure else 'http'}://{endpoint}"
-    parts, port = split_url(url, ("http", "https"), ENDPOINT_FORMS, "an etcd")
+    try:
+        parts, _ = split_url(url, ("http", "https"), ENDPOINT_FORMS, "an etcd")
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise ValueError(f"bad etcd endpoint {endpoint!r}: {exc}") from None
     if parts.path not in ("", "/") or parts.query:
         raise ValueError(f"an etcd endpoint has no path: {endpoint!r}")
     host = parts.hostname or ""
@@ -254,7 +261,8 @@ class EtcdClient(AsyncResource):
                 with trio.fail_after(self.request_timeout * 2):  # auth, then the call
                     result = await call(base, *args)
             except (httpx.TransportError, trio.TooSlowError) as exc:
-                failures.append(f"{base}: {reason(exc) if str(exc) else 'timed out'}")
+                why = "timed out" if isinstance(exc, trio.TooSlowError) else reason(exc)
+                failures.append(f"{base}: {why}")
                 self._token = None  # a token is per member when a cluster fails over
                 continue
             self._current = index
@@ -366,7 +374,12 @@ class EtcdClient(AsyncResource):
                     next_revision = max(next_revision, revision + 1)
                     if events:
                         yield revision, events
-            except (httpx.TransportError, trio.TooSlowError, StopAsyncIteration) as exc:
+            except (
+                httpx.TransportError,
+                trio.TooSlowError,
+                StopAsyncIteration,
+                _WatchBroke,
+            ) as exc:
                 log.debug("etcd watch of %r broke (%s); resuming at %d", prefix, exc, next_revision)
             except _WatchRefused:
                 self._token = None  # the token expired: fetch another and watch again
@@ -403,9 +416,10 @@ class EtcdClient(AsyncResource):
     def _watch_message(line: str) -> tuple[int, list[WatchEvent]] | None:
         if not line.strip():
             return None
-        result = _json_text(line.encode()).get("result")
-        if not isinstance(result, dict):
-            raise EtcdError(f"etcd sent a watch message without a result: {line[:200]!r}")
+        message = _json_text(line.encode())
+        result = message.get("result")
+        if not isinstance(result, dict):  # the gateway lost etcd (restarting): resume
+            raise _WatchBroke(f"etcd ended the watch: {_message(message)}")
         if result.get("compact_revision"):
             raise EtcdCompacted(int(result["compact_revision"]))
         if result.get("canceled"):
@@ -422,6 +436,13 @@ class EtcdClient(AsyncResource):
             for event in result.get("events", [])
         ]
         return _revision(result), events
+
+
+_BROKEN = (httpx.TransportError, trio.TooSlowError, StopAsyncIteration)
+
+
+class _WatchBroke(Exception):
+    """The gateway reported an error in the stream (etcd going away): resume it."""
 
 
 class _WatchRefused(Exception):
@@ -445,7 +466,10 @@ def _json_text(data: bytes) -> dict[str, Any]:
 
 
 def _message(body: Mapping[str, Any]) -> str:
-    return str(body.get("message") or body.get("error") or "no reason given")
+    error = body.get("error")
+    if isinstance(error, Mapping):  # a streaming call's error: {"error": {"message": ...}}
+        return _message(error)
+    return str(body.get("message") or error or "no reason given")
 
 
 @asynccontextmanager

@@ -52,7 +52,7 @@ class EtcdServer:
         if self.pki is None:
             return None
         context = ssl.create_default_context(cafile=self.pki.ca)
-        context.load_cert_chain(self.pki.client_cert, self.pki.client_key)
+        context.load_cert_chain(self.pki.anonymous_cert, self.pki.anonymous_key)
         return context
 
     def start(self) -> None:
@@ -113,8 +113,8 @@ class EtcdServer:
         if self.pki is not None:
             tls = [
                 f"--cacert={self.pki.ca}",
-                f"--cert={self.pki.client_cert}",
-                f"--key={self.pki.client_key}",
+                f"--cert={self.pki.anonymous_cert}",
+                f"--key={self.pki.anonymous_key}",
             ]
         auth = [f"--user={user}"] if user else []
         result = subprocess.run(

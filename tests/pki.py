@@ -23,6 +23,10 @@ class Pki:
     #: A client identity (for mTLS).
     client_cert: str
     client_key: str
+    #: A client identity with no common name (etcd's gateway refuses one with a CN
+    #: when auth is on).
+    anonymous_cert: str
+    anonymous_key: str
     #: Signed by ``ca`` for another name only.
     wrong_name_cert: str
     wrong_name_key: str
@@ -79,6 +83,7 @@ def make_pki(folder: Path) -> Pki:
     leaves = {
         "server": ca.issue_cert("127.0.0.1", "localhost"),
         "client": ca.issue_cert("client.example", common_name="client"),
+        "anonymous": ca.issue_cert("anonymous.example"),
         "wrong_name": ca.issue_cert("other.example"),
         "expired": ca.issue_cert(
             "127.0.0.1", not_before=yesterday - datetime.timedelta(days=1), not_after=yesterday

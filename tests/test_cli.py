@@ -182,3 +182,77 @@ async def test_call_over_nats(tmp_path: Path) -> None:
             )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"hello": "you"}
+
+
+async def test_instances_lists_an_endpoints_instances(tmp_path: Path) -> None:
+    records = [
+        Instance("ns", "comp", "ep", 0xB2, "tcp", "127.0.0.1:1/b2/ns/comp/ep", "cpu", "msgpack"),
+        Instance("ns", "comp", "ep", 0xA1, "nats_tcp", "ns_comp.ep-a1"),
+        Instance("ns", "comp", "other", 0xC3, "tcp", "127.0.0.1:1/c3/ns/comp/other"),
+    ]
+    for record in records:
+        write_record(tmp_path, record)
+    result = await run_cli("instances", "ns.comp.ep", "--discovery", f"file://{tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "a1  nats_tcp  ns_comp.ep-a1  json",
+        "b2  tcp  127.0.0.1:1/b2/ns/comp/ep  msgpack",
+    ]
+
+
+@pytest.mark.etcd
+async def test_instances_watch_and_call_through_etcd(tmp_path: Path) -> None:
+    from trioplane import EtcdDiscovery
+    from trioplane.discovery.etcd import etcd_key
+    from trioplane.etcd import open_etcd_client
+    from trioplane.worker import RequestContext, open_worker
+
+    from .etcd import run_etcd
+
+    async def hello(request: object, context: RequestContext) -> AsyncIterator[object]:
+        yield {"hello": request}
+
+    with run_etcd(tmp_path / "etcd") as etcd:
+        url = f"etcd://127.0.0.1:{etcd.client_port}"
+        already = Instance("ns", "cli", "hello", 0xA, "tcp", "127.0.0.1:1/a/ns/cli/hello")
+        async with open_etcd_client(etcd.url) as tool:
+            await tool.put(etcd_key(already), already.to_json())
+        watcher = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trioplane", "instances", "ns.cli.hello", "--watch",
+             "--discovery", url],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert watcher.stdout is not None
+        output = watcher.stdout
+        seen = b""
+
+        async def lines(n: int) -> list[str]:
+            nonlocal seen
+            with trio.fail_after(20):
+                while seen.count(b"\n") < n:
+                    seen += await output.receive_some()
+            return seen.decode().splitlines()
+
+        try:
+            assert await lines(1) == ["a  tcp  127.0.0.1:1/a/ns/cli/hello  json"]
+            async with open_worker({"ns.cli.hello": hello}, discovery=EtcdDiscovery(etcd.url)) as w:
+                (instance,) = w.instances
+                result = await run_cli("call", "ns.cli.hello", '"you"', "--discovery", url)
+                assert result.returncode == 0, result.stderr
+                assert json.loads(result.stdout) == {"hello": "you"}
+            line = f"{instance.instance_id:x}  tcp  {instance.address}  msgpack"
+            assert (await lines(3))[1:] == [f"+ {line}", f"- {line}"]
+        finally:
+            watcher.kill()
+            await watcher.wait()
+
+
+@pytest.mark.parametrize("url", ["zk://x:1", "file://relative/dir", "etcd://"])
+def test_bad_discovery_urls_are_one_line(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trioplane", "instances", "a.b.c", "--discovery", url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("trioplane: ValueError:")
+    assert len(result.stderr.strip().splitlines()) == 1

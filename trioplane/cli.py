@@ -8,13 +8,20 @@ import json
 import math
 import sys
 import time
+from contextlib import aclosing
 from typing import Any
 
 import trio
 
 import trioplane
+import trioplane.addresses
 from trioplane._demo import whole_loop
-from trioplane.discovery import FileDiscovery
+from trioplane.discovery import (
+    DiscoverySource,
+    as_discovery,
+    describe,
+    discovery_from_url,
+)
 from trioplane.testing import Reply, open_tcp_test_worker
 from trioplane.wire.rejections import WORKER_AT_CAPACITY
 from trioplane.wire.tcp import RequestFrame
@@ -84,25 +91,76 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+def chosen_discovery(args: argparse.Namespace) -> DiscoverySource:
+    """``--discovery`` (a URL), ``--discovery-dir``, else Dynamo's environment."""
+    if args.discovery:
+        return discovery_from_url(args.discovery)
+    root: str | None = args.discovery_dir
+    return root
+
+
 async def call(args: argparse.Namespace, request: Any) -> None:
     """Call an endpoint once; print each item as one JSON line."""
     options: trioplane.EndpointClientOptions = {"codec": args.codec}
     if args.nats_server:
         options["nats_servers"] = args.nats_server
     async with trioplane.open_endpoint_client(
-        args.endpoint, args.discovery_dir, **options
+        args.endpoint, chosen_discovery(args), **options
     ) as client:
         with trio.move_on_after(args.wait):
             await client.wait_for_instances()
         if not client.instances():
-            where = client.discovery.root if isinstance(client.discovery, FileDiscovery) else ""
             raise trioplane.NoInstances(
-                f"no instances of {client.endpoint_path} found in {where} within {args.wait:g} s"
+                f"no instances of {client.endpoint_path} found in "
+                f"{describe(client.discovery)} within {args.wait:g} s"
             )
         with trio.fail_after(args.timeout if args.timeout is not None else math.inf):
             async with client.generate(request, instance_id=args.instance_id) as responses:
                 async for item in responses:
                     print(json.dumps(item, ensure_ascii=False, default=_jsonable), flush=True)
+
+
+def instance_line(instance: trioplane.Instance) -> str:
+    return (
+        f"{instance.instance_id:x}  {instance.transport_kind}  {instance.address}"
+        f"  {instance.request_plane_codec or 'json'}"
+    )
+
+
+async def instances(args: argparse.Namespace) -> None:
+    """Print an endpoint's live instances; with ``--watch``, their changes as they happen."""
+    trioplane.addresses.parse_endpoint(args.endpoint)  # a ValueError for a bad name
+    discovery = as_discovery(chosen_discovery(args))
+    path = args.endpoint.removeprefix("dyn://")
+    known: dict[int, trioplane.Instance] = {}
+    first = True
+    async with aclosing(discovery.changes()) as changes:  # type: ignore[type-var]
+        async for snapshot in changes:
+            now = {i.instance_id: i for i in snapshot if i.endpoint_path == path}
+            if first:
+                for instance in sorted(now.values(), key=lambda i: i.instance_id):
+                    print(instance_line(instance), flush=True)
+                first = False
+            else:
+                for key in sorted(set(known) - set(now)):
+                    print(f"- {instance_line(known[key])}", flush=True)
+                for key in sorted(set(now) - set(known)):
+                    print(f"+ {instance_line(now[key])}", flush=True)
+            known = now
+            if not args.watch:
+                return
+
+
+def add_discovery_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--discovery",
+        metavar="URL",
+        help="etcd://host:2379[,host2:2379] (etcds:// for TLS) or file:///dir "
+        "(default: as Dynamo, from $DYN_DISCOVERY_BACKEND, $ETCD_ENDPOINTS, $DYN_FILE_KV)",
+    )
+    parser.add_argument(
+        "--discovery-dir", help="Dynamo's file discovery root (same as --discovery file:///DIR)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     call_parser.add_argument("endpoint", help="namespace.component.endpoint")
     call_parser.add_argument("request", help="the request, as JSON")
-    call_parser.add_argument(
-        "--discovery-dir", help="Dynamo's file discovery root (default: $DYN_FILE_KV)"
-    )
+    add_discovery_options(call_parser)
     call_parser.add_argument("--codec", choices=["auto", "json", "msgpack"], default="auto")
     call_parser.add_argument(
         "--instance-id", type=parse_instance_id, help="this instance only (decimal or hex)"
@@ -142,6 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     call_parser.add_argument(
         "--nats-server", help="NATS server URL for instances on NATS (default: $NATS_SERVER)"
     )
+    instances_parser = commands.add_parser(
+        "instances",
+        help="list an endpoint's live instances (id in hex, transport, address, codec)",
+        description="List the live instances of an endpoint, one line each: instance id "
+        "(hex), transport, address, codec. With --watch, then print each change as it "
+        "happens ('+' added, '-' gone) until interrupted.",
+    )
+    instances_parser.add_argument("endpoint", help="namespace.component.endpoint")
+    add_discovery_options(instances_parser)
+    instances_parser.add_argument("--watch", action="store_true", help="print changes too")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -154,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 call_parser.error(f"the request is not valid JSON: {exc}")
             trio.run(call, args, request)
+        elif args.command == "instances":
+            trio.run(instances, args)
     except trio.TooSlowError:
         print(f"trioplane: the call took longer than {args.timeout:g} s", file=sys.stderr)
         return 1

@@ -54,6 +54,8 @@ __all__ = [
     "as_discovery",
     "default_file_root",
     "discovery_from_env",
+    "describe",
+    "discovery_from_url",
     "instance_key",
     "random_instance_id",
 ]
@@ -98,6 +100,46 @@ def discovery_from_env(environ: Mapping[str, str] | None = None) -> FileDiscover
         f"DYN_DISCOVERY_BACKEND={backend!r} is not a discovery backend; use one of"
         f" {', '.join(BACKENDS)}"
     )
+
+
+def discovery_from_url(url: str) -> FileDiscovery | EtcdDiscovery:
+    """A backend from a URL: ``etcd://host:port[,host:port...]`` (``etcds://`` for TLS;
+    auth and TLS files from ``ETCD_AUTH_*``), or ``file:///dir`` (or a plain path).
+    ``ValueError`` for anything else."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return FileDiscovery(url)
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise ValueError(f"a file discovery URL is file:///absolute/dir, not {url!r}")
+        return FileDiscovery(rest)
+    if scheme in ("etcd", "etcds"):
+        from trioplane.discovery.etcd import EtcdDiscovery
+
+        web = "https" if scheme == "etcds" else "http"
+        endpoints = [f"{web}://{host.strip()}" for host in rest.split(",") if host.strip()]
+        if not endpoints:
+            raise ValueError(f"no etcd endpoint in {url!r}")
+        settings = EtcdDiscovery.from_env()
+        return EtcdDiscovery(
+            endpoints,
+            username=settings.username,
+            password=settings.password,
+            ssl_context=settings.ssl_context,
+        )
+    raise ValueError(f"discovery URLs are etcd://host:port or file:///dir, not {url!r}")
+
+
+def describe(discovery: Discovery) -> str:
+    """Where ``discovery`` looks, for messages: a folder, etcd's endpoints, or its type."""
+    root = getattr(discovery, "root", None)
+    if root is not None:
+        return f"file discovery at {root}"
+    endpoints = getattr(discovery, "endpoints", None)
+    if endpoints is not None:
+        names = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
+        return f"etcd at {names}"
+    return type(discovery).__name__
 
 
 def as_discovery(source: DiscoverySource) -> Discovery:

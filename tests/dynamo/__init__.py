@@ -85,8 +85,11 @@ class DynamoWorker:
     instances: dict[str, Instance]
 
 
-def read_instances(discovery_dir: Path) -> list[Instance]:
-    """Every instance record in Dynamo's file backend under ``discovery_dir``."""
+def read_instances(discovery_dir: Path, etcd_url: str | None = None) -> list[Instance]:
+    """Every instance record in Dynamo's file backend under ``discovery_dir`` (or in
+    etcd at ``etcd_url``)."""
+    if etcd_url is not None:
+        return read_etcd_instances(etcd_url)
     found = []
     folder = discovery_dir / "v1" / "instances"
     if folder.is_dir():
@@ -98,19 +101,43 @@ def read_instances(discovery_dir: Path) -> list[Instance]:
     return found
 
 
+def read_etcd_instances(etcd_url: str) -> list[Instance]:
+    """Every instance record in etcd (Dynamo's layout), read with a plain HTTP call."""
+    import base64
+
+    import httpx
+
+    body = {"key": base64.b64encode(b"v1/instances/").decode(),
+            "range_end": base64.b64encode(b"v1/instances0").decode()}  # fmt: skip
+    found = []
+    with contextlib.suppress(httpx.HTTPError):
+        for kv in httpx.post(f"{etcd_url}/v3/kv/range", json=body, timeout=2).json().get("kvs", []):
+            with contextlib.suppress(ValueError):
+                found.append(Instance.from_json(base64.b64decode(kv["value"])))
+    return found
+
+
 @contextlib.contextmanager
 def run_dynamo_worker(
-    discovery_dir: Path, endpoints: list[str], *, version: str = DYNAMO_VERSION, **env: str
+    discovery_dir: Path,
+    endpoints: list[str],
+    *,
+    version: str = DYNAMO_VERSION,
+    etcd_url: str | None = None,
+    **env: str,
 ) -> Iterator[DynamoWorker]:
     """Start a real Dynamo worker (``ai-dynamo-runtime==version``) serving ``endpoints``;
     stop it on exit.
 
     Several workers may share ``discovery_dir``: each one's ``instances`` are the
-    records it added, by endpoint path. ``env`` overrides :func:`worker_env`'s
+    records it added, by endpoint path. With ``etcd_url`` the worker registers in
+    etcd there (``DYN_DISCOVERY_BACKEND=etcd``) instead. ``env`` overrides :func:`worker_env`'s
     variables (e.g. ``DYN_REQUEST_PLANE="http"`` for 1.2.1's HTTP plane).
     """
     python = dynamo_python(version)
-    known = {i.instance_id for i in read_instances(discovery_dir)}
+    if etcd_url is not None:
+        env = {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd_url, **env}
+    known = {i.instance_id for i in read_instances(discovery_dir, etcd_url)}
     process = subprocess.Popen(
         [python, WORKER_SCRIPT, *endpoints],
         env=worker_env(discovery_dir, **env),
@@ -122,7 +149,7 @@ def run_dynamo_worker(
         while True:
             instances = {
                 i.endpoint_path: i
-                for i in read_instances(discovery_dir)
+                for i in read_instances(discovery_dir, etcd_url)
                 if i.instance_id not in known
             }
             if set(endpoints) <= set(instances):

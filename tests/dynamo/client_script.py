@@ -26,7 +26,8 @@ async def main() -> None:
     endpoint, request = sys.argv[1], json.loads(sys.argv[2])
     stop_after = int(sys.argv[3]) if len(sys.argv) > 3 else None
     loop = asyncio.get_running_loop()
-    runtime = DistributedRuntime(loop, "file", os.environ.get("DYN_REQUEST_PLANE", "tcp"))
+    backend = os.environ.get("DYN_DISCOVERY_BACKEND", "file")
+    runtime = DistributedRuntime(loop, backend, os.environ.get("DYN_REQUEST_PLANE", "tcp"))
     client = await runtime.endpoint(endpoint).client()
     await client.wait_for_instances()
     try:

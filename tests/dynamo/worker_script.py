@@ -2,8 +2,9 @@
 
 Runs under the Dynamo virtual environment's Python (not trioplane's), Dynamo 1.6.1
 or 1.2.1 (same ``DistributedRuntime(loop, discovery, request_plane)`` and
-``serve_endpoint``): serves the endpoints named on the command line, file
-discovery, the request plane named by ``DYN_REQUEST_PLANE`` (``tcp``, ``nats``,
+``serve_endpoint``): serves the endpoints named on the command line, the
+discovery backend named by ``DYN_DISCOVERY_BACKEND`` (``file`` by default), the
+request plane named by ``DYN_REQUEST_PLANE`` (``tcp``, ``nats``,
 or ``http`` on 1.2.1). The handler's behaviour is
 picked by the request's ``op`` (no ``op``: echo the request once):
 
@@ -63,7 +64,8 @@ async def handler(request, context):  # type: ignore[no-untyped-def]
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    runtime = DistributedRuntime(loop, "file", os.environ.get("DYN_REQUEST_PLANE", "tcp"))
+    backend = os.environ.get("DYN_DISCOVERY_BACKEND", "file")
+    runtime = DistributedRuntime(loop, backend, os.environ.get("DYN_REQUEST_PLANE", "tcp"))
     endpoints = [runtime.endpoint(name) for name in sys.argv[1:]]
     print("serving", flush=True)
     await asyncio.gather(*(endpoint.serve_endpoint(handler) for endpoint in endpoints))

@@ -256,3 +256,17 @@ def test_bad_discovery_urls_are_one_line(url: str) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("trioplane: ValueError:")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_dead_etcd_is_one_line_not_a_hang() -> None:
+    from .etcd import free_port
+
+    with trio.fail_after(20):
+        result = await run_cli(
+            "call", "a.b.c", "{}", "--wait", "0.5", "--discovery", f"etcd://127.0.0.1:{free_port()}"
+        )
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "NoInstances" in lines[0]
+    assert "no etcd endpoint answered" in lines[0]

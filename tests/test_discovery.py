@@ -490,13 +490,16 @@ def test_default_file_root_without_dyn_file_kv(monkeypatch: pytest.MonkeyPatch) 
     assert default_file_root() == Path(tempfile.gettempdir()) / "dynamo_store_kv"
 
 
-def test_as_discovery_of_none_is_file_discovery_at_the_default_root(
+def test_as_discovery_of_none_reads_dynamos_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("DYN_DISCOVERY_BACKEND", "file")
     monkeypatch.setenv("DYN_FILE_KV", str(tmp_path))
     discovery = as_discovery(None)
     assert isinstance(discovery, FileDiscovery)
     assert discovery.root == tmp_path
+    monkeypatch.delenv("DYN_DISCOVERY_BACKEND")  # unset: etcd, Dynamo's default
+    assert type(as_discovery(None)).__name__ == "EtcdDiscovery"
 
 
 @pytest.mark.parametrize("convert", [str, Path], ids=["str", "Path"])

@@ -39,7 +39,9 @@ async def test_trioplane_client_calls_a_dynamo_worker_found_in_etcd(
 ) -> None:
     marker = tmp_path / "marker"
     async with trioplane.open_endpoint_client(ENDPOINT, EtcdDiscovery(etcd.url)) as client:
-        with run_dynamo_worker(tmp_path, [ENDPOINT], etcd_url=etcd.url) as worker:
+        with run_dynamo_worker(
+            tmp_path, [ENDPOINT], etcd_url=etcd.url, ETCD_LEASE_TTL="3"
+        ) as worker:
             with trio.fail_after(10):
                 await client.wait_for_instances()
             assert client.instances() == list(worker.instances.values())
@@ -54,7 +56,7 @@ async def test_trioplane_client_calls_a_dynamo_worker_found_in_etcd(
                         if item["i"] == 2:
                             break
                 await wait_until(lambda: marker.exists() and marker.read_text() == "stopped")
-        with trio.fail_after(40):  # 1.6.1 does not revoke on SIGINT: gone with its lease
+        with trio.fail_after(15):  # 1.6.1 does not revoke on SIGINT: gone with its 3 s lease
             await wait_until_gone(client)
 
 

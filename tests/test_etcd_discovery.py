@@ -15,14 +15,15 @@ import pytest
 import trio
 
 import trioplane
+import trioplane.etcd
 from trioplane import EtcdDiscovery, Instance
-from trioplane.discovery import discovery_from_env
+from trioplane.discovery import describe, discovery_from_env
 from trioplane.discovery.etcd import INSTANCES_PREFIX, etcd_key
 from trioplane.etcd import EtcdClient, KeyValue, WatchEvent, open_etcd_client
 from trioplane.worker import RequestContext, open_worker
 
 from .conftest import wait_until
-from .etcd import ROOT_PASSWORD, EtcdServer, run_etcd
+from .etcd import ROOT_PASSWORD, EtcdServer, free_port, run_etcd
 from .pki import Pki
 
 pytestmark = pytest.mark.etcd
@@ -252,17 +253,39 @@ def test_discovery_from_the_environment(tmp_path: Path, pki: Pki) -> None:
     assert chosen.endpoints == "https://a:1,b:2"
     assert (chosen.username, chosen.password) == ("u", "p")
     assert chosen.ssl_context is not None
-    assert isinstance(discovery_from_env({"DYN_DISCOVERY_BACKEND": "kv_store"}), EtcdDiscovery)
+    assert chosen.lease_ttl == 30
+    default = discovery_from_env({})  # Dynamo's default backend: etcd on localhost
+    assert isinstance(default, EtcdDiscovery)
+    assert default.endpoints == "http://localhost:2379"
     file = discovery_from_env({"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": str(tmp_path)})
     assert isinstance(file, trioplane.FileDiscovery)
     assert file.root == tmp_path
-    assert isinstance(discovery_from_env({}), trioplane.FileDiscovery)
     with pytest.raises(ValueError, match="kubernetes is not supported by trioplane yet: use etcd"):
         discovery_from_env({"DYN_DISCOVERY_BACKEND": "kubernetes"})
-    with pytest.raises(ValueError, match="not a discovery backend"):
-        discovery_from_env({"DYN_DISCOVERY_BACKEND": "zookeeper"})
-    with pytest.raises(ValueError, match="ETCD_AUTH_CLIENT_KEY"):
-        discovery_from_env({**env, "ETCD_AUTH_CLIENT_KEY": ""})
+    for bad in ("zookeeper", "kv_store", "ETCD"):  # Dynamo takes exactly its four names
+        with pytest.raises(ValueError, match="not a discovery backend"):
+            discovery_from_env({"DYN_DISCOVERY_BACKEND": bad})
+    ttl = discovery_from_env({"ETCD_LEASE_TTL": "7"})
+    assert isinstance(ttl, EtcdDiscovery)
+    assert ttl.lease_ttl == 7
+
+
+def test_etcd_tls_settings_are_pem_text_as_dynamos(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    as_text = {
+        "ETCD_AUTH_CA": Path(pki.ca).read_text(),
+        "ETCD_AUTH_CLIENT_CERT": Path(pki.client_cert).read_text(),
+        "ETCD_AUTH_CLIENT_KEY": Path(pki.client_key).read_text(),
+    }
+    assert EtcdDiscovery.from_env(as_text).ssl_context is not None
+    as_paths = {"ETCD_AUTH_CA": pki.ca, "ETCD_AUTH_CLIENT_CERT": pki.client_cert,
+                "ETCD_AUTH_CLIENT_KEY": pki.client_key}  # fmt: skip
+    assert EtcdDiscovery.from_env(as_paths).ssl_context is not None
+    # as Dynamo: only the three together; a CA alone is ignored (with a warning)
+    assert EtcdDiscovery.from_env({"ETCD_AUTH_CA": pki.ca}).ssl_context is None
+    assert "used only together" in caplog.text
+    assert EtcdDiscovery.from_env({"ETCD_LEASE_TTL": "abc"}).lease_ttl == 30
 
 
 async def test_both_sides_read_the_environment(
@@ -278,3 +301,16 @@ async def test_both_sides_read_the_environment(
         with trio.fail_after(5):
             await client.wait_for_instances()
         assert await client.call({"n": 1}) == [{"i": 0}]
+
+
+async def test_a_dead_etcd_is_named_and_never_a_hang() -> None:
+    dead = EtcdDiscovery(f"127.0.0.1:{free_port()}", request_timeout=0.5)
+    with trio.fail_after(5):
+        async with trioplane.open_endpoint_client(ENDPOINT, dead) as client:
+            with trio.move_on_after(0.5):
+                await client.wait_for_instances()
+            assert client.instances() == []
+            assert "no etcd endpoint answered" in describe(dead)
+        with pytest.raises(trioplane.etcd.EtcdUnavailable, match="no etcd endpoint answered"):
+            async with open_worker({ENDPOINT: count}, discovery=dead):
+                pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import math
 import sys
 import time
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     add_discovery_options(instances_parser)
     instances_parser.add_argument("--watch", action="store_true", help="print changes too")
     args = parser.parse_args(argv)
+    # The library's warnings (e.g. etcd away, retried) are not the command's output:
+    # the one line on stderr says what failed. (A configured root logger still gets them.)
+    logging.getLogger("trioplane").addHandler(logging.NullHandler())
     try:
         if args.command == "demo":
             if args.requests < 0 or args.concurrency < 1 or args.calls < 0 or args.items < 0:

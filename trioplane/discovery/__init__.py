@@ -60,8 +60,8 @@ __all__ = [
     "random_instance_id",
 ]
 
-#: What ``DYN_DISCOVERY_BACKEND`` may say, and what trioplane does with it.
-BACKENDS = ("file", "etcd", "kv_store")
+#: What ``DYN_DISCOVERY_BACKEND`` may say (Dynamo 1.6.1's values).
+BACKENDS = ("etcd", "file", "mem", "kubernetes")
 
 #: What a caller may pass as ``discovery``: a backend, instances, a file root, or None.
 DiscoverySource = Discovery | Sequence[Instance] | str | os.PathLike[str] | None
@@ -70,18 +70,19 @@ DiscoverySource = Discovery | Sequence[Instance] | str | os.PathLike[str] | None
 def discovery_from_env(environ: Mapping[str, str] | None = None) -> FileDiscovery | EtcdDiscovery:
     """The discovery backend a Dynamo process would use, from its environment.
 
-    ``DYN_DISCOVERY_BACKEND``: ``file`` (unset, too) is the file backend at
-    ``DYN_FILE_KV`` (default ``$TMPDIR/dynamo_store_kv``); ``etcd`` (or ``kv_store``)
-    is etcd at ``ETCD_ENDPOINTS`` with ``ETCD_AUTH_*``
-    (:meth:`EtcdDiscovery.from_env`). ``kubernetes`` and ``mem`` raise a
-    ``ValueError`` that says what to use instead.
+    ``DYN_DISCOVERY_BACKEND`` (as Dynamo 1.6.1 reads it): ``etcd``, also when unset
+    (Dynamo's default), is etcd at ``ETCD_ENDPOINTS`` with ``ETCD_AUTH_*`` and
+    ``ETCD_LEASE_TTL`` (:meth:`EtcdDiscovery.from_env`); ``file`` is the file backend
+    at ``DYN_FILE_KV`` (default ``$TMPDIR/dynamo_store_kv``). ``kubernetes`` and
+    ``mem`` raise a ``ValueError`` that says what to use instead, and so does any
+    other value.
     """
     env = os.environ if environ is None else environ
-    backend = (env.get("DYN_DISCOVERY_BACKEND") or "file").strip().lower()
+    backend = (env.get("DYN_DISCOVERY_BACKEND") or "etcd").strip()
     if backend == "file":
         root = env.get("DYN_FILE_KV")
         return FileDiscovery(root or None)
-    if backend in ("etcd", "kv_store"):
+    if backend == "etcd":
         from trioplane.discovery.etcd import EtcdDiscovery
 
         return EtcdDiscovery.from_env(env)
@@ -138,7 +139,8 @@ def describe(discovery: Discovery) -> str:
     endpoints = getattr(discovery, "endpoints", None)
     if endpoints is not None:
         names = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
-        return f"etcd at {names}"
+        error = getattr(discovery, "last_error", None)
+        return f"etcd at {names}" + (f" ({error})" if error else "")
     return type(discovery).__name__
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
@@ -81,6 +83,8 @@ class EtcdDiscovery:
     lease_ttl: int = 30
     request_timeout: float = 5.0
     _log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log), repr=False)
+    #: Why the last etcd call of :meth:`changes` failed (``None``: it works).
+    last_error: str | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.lease_ttl < 2:
@@ -91,25 +95,39 @@ class EtcdDiscovery:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EtcdDiscovery:
-        """The settings a Dynamo process reads: ``ETCD_ENDPOINTS`` (comma-separated;
-        default ``http://localhost:2379``), ``ETCD_AUTH_USERNAME``/``ETCD_AUTH_PASSWORD``,
-        and for TLS ``ETCD_AUTH_CA`` and ``ETCD_AUTH_CLIENT_CERT``/``ETCD_AUTH_CLIENT_KEY``."""
+        """The settings a Dynamo 1.6.1 process reads (captured against real ones):
+
+        * ``ETCD_ENDPOINTS``: comma-separated, scheme optional (``https://`` is TLS);
+          default ``http://localhost:2379``;
+        * ``ETCD_AUTH_USERNAME`` and ``ETCD_AUTH_PASSWORD`` (both, or neither);
+        * ``ETCD_AUTH_CA``, ``ETCD_AUTH_CLIENT_CERT``, ``ETCD_AUTH_CLIENT_KEY``: TLS, as
+          PEM text (Dynamo's form) or file paths; used only when all three are set, as
+          Dynamo does (a CA alone is ignored, with a warning). Unlike Dynamo, which drops
+          the TLS files when a username is set, trioplane uses both;
+        * ``ETCD_LEASE_TTL``: a worker's lease, in seconds (default 30; not a number:
+          30, with a warning, as Dynamo).
+        """
         env = os.environ if environ is None else environ
-        ca, cert, key = (
-            env.get(f"ETCD_AUTH_{n}") or None for n in ("CA", "CLIENT_CERT", "CLIENT_KEY")
-        )
-        if (cert is None) != (key is None):
-            raise ValueError("etcd TLS needs both ETCD_AUTH_CLIENT_CERT and ETCD_AUTH_CLIENT_KEY")
+        names = ("CA", "CLIENT_CERT", "CLIENT_KEY")
+        ca, cert, key = (env.get(f"ETCD_AUTH_{name}") or None for name in names)
         context = None
-        if ca is not None or cert is not None:
-            context = ssl.create_default_context(cafile=ca)
-            if cert is not None:
-                context.load_cert_chain(cert, key)
+        if ca is not None and cert is not None and key is not None:
+            context = _tls_context(ca, cert, key)
+        elif ca is not None or cert is not None or key is not None:
+            log.warning(
+                "ETCD_AUTH_CA, ETCD_AUTH_CLIENT_CERT and ETCD_AUTH_CLIENT_KEY are used only"
+                " together (as Dynamo); with some missing, etcd is dialled without them"
+            )
+        ttl_text = env.get("ETCD_LEASE_TTL") or "30"
+        if not ttl_text.isdigit() or int(ttl_text) < 2:
+            log.warning("invalid ETCD_LEASE_TTL=%r; falling back to 30", ttl_text)
+            ttl_text = "30"
         return cls(
             endpoints=env.get("ETCD_ENDPOINTS") or DEFAULT_ENDPOINTS,
             username=env.get("ETCD_AUTH_USERNAME") or None,
             password=env.get("ETCD_AUTH_PASSWORD") or None,
             ssl_context=context,
+            lease_ttl=int(ttl_text),
         )
 
     def client(self) -> AbstractAsyncContextManager[EtcdClient]:
@@ -131,14 +149,21 @@ class EtcdDiscovery:
         return self._parse_all(kvs)
 
     async def changes(self) -> AsyncIterator[list[Instance]]:
-        """The current list, then the full list each time it changes (see the module doc)."""
+        """The current list, then the full list each time it changes (see the module doc).
+
+        While etcd cannot be reached the list is the last one known (empty at first,
+        so a client starts and can wait for instances); :attr:`last_error` says why.
+        """
         known: dict[bytes, Instance] = {}
         wait = RETRY_WAIT
+        first = True
         async with self.client() as etcd:
             while True:
                 try:
                     kvs, revision = await etcd.range(INSTANCES_PREFIX, prefix=True)
                     known = {kv.key: i for kv in kvs if (i := self._parse(kv)) is not None}
+                    self.last_error = None
+                    first = False
                     yield _sorted(known)
                     wait = RETRY_WAIT
                     async with aclosing(etcd.watch(INSTANCES_PREFIX, revision + 1)) as batches:  # type: ignore[type-var]
@@ -155,9 +180,13 @@ class EtcdDiscovery:
                 except EtcdCompacted:
                     continue  # the history we needed is gone: get everything again
                 except EtcdError as exc:
+                    self.last_error = str(exc)
                     self._log.warning(
                         "unavailable", "etcd discovery: %s; keeping %d instances", exc, len(known)
                     )
+                    if first:
+                        first = False
+                        yield []
                     await trio.sleep(wait)
                     wait = min(wait * 2, MAX_RETRY_WAIT)
 
@@ -185,6 +214,30 @@ class EtcdDiscovery:
                     nursery.cancel_scope.cancel()
             finally:
                 await registration.withdraw()
+
+
+def _tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """A client context from PEM text (Dynamo's form) or file paths."""
+    context = ssl.create_default_context()
+    if ca.lstrip().startswith("-----BEGIN"):
+        context.load_verify_locations(cadata=ca)
+    else:
+        context.load_verify_locations(cafile=ca)
+    if cert.lstrip().startswith("-----BEGIN") or key.lstrip().startswith("-----BEGIN"):
+        with tempfile.TemporaryDirectory() as folder:  # ssl loads a key only from a file
+            paths = []
+            for name, text in (("cert.pem", cert), ("key.pem", key)):
+                path = Path(folder) / name
+                if text.lstrip().startswith("-----BEGIN"):
+                    path.write_text(text)
+                    path.chmod(0o600)
+                    paths.append(str(path))
+                else:
+                    paths.append(text)
+            context.load_cert_chain(paths[0], paths[1])
+    else:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def _sorted(known: Mapping[bytes, Instance]) -> list[Instance]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,22 @@ def test_endpoint_example_runs() -> None:
         "item: {'i': 2}",
         "all at once: [{'i': 0}, {'i': 1}]",
     ]
+
+
+@pytest.mark.etcd
+def test_deployment_example_runs_against_etcd_and_the_file_backend(tmp_path: Path) -> None:
+    from .etcd import run_etcd
+
+    example = str(DOCS_DIR / "examples" / "deployment.py")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DYN_", "ETCD_"))}
+    with run_etcd(tmp_path / "etcd") as etcd:
+        for env in (
+            {**base, "ETCD_ENDPOINTS": etcd.url},
+            {**base, "DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": str(tmp_path / "kv")},
+        ):
+            result = subprocess.run(
+                [sys.executable, example],
+                capture_output=True, text=True, timeout=60, check=False, env=env,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == "[{'echo': 'hello'}]"

@@ -691,9 +691,11 @@ async def open_endpoint_client(
 ) -> AsyncIterator[EndpointClient]:
     """Open a client of the Dynamo endpoint ``endpoint`` (``"namespace.component.endpoint"``).
 
-    ``discovery`` is a :class:`~trioplane.discovery.Discovery`, a list of
-    :class:`~trioplane.Instance`, a file-backend root directory, or ``None`` for
-    Dynamo's file backend at its default root (``$DYN_FILE_KV``).
+    ``discovery`` is a :class:`~trioplane.discovery.Discovery` (``EtcdDiscovery``,
+    ``FileDiscovery``...), a list of :class:`~trioplane.Instance`, a file-backend root
+    directory, or ``None`` for what a Dynamo process would use
+    (:func:`~trioplane.discovery_from_env`: etcd unless ``DYN_DISCOVERY_BACKEND`` says
+    ``file``).
     """
     async with running(EndpointClient(endpoint, discovery, **options)) as client:
         yield client

@@ -13,7 +13,7 @@ def count_up(call: FakeCall) -> list[bytes | float]:
 
 async def main() -> None:
     async with open_fake_endpoint_worker(count_up) as worker:
-        # With a real deployment: discovery=None reads Dynamo's file backend.
+        # In a real deployment, discovery=None finds instances as Dynamo does (etcd or file).
         instances = [worker.instance("demo.counter.generate")]
         async with trioplane.open_endpoint_client("demo.counter.generate", instances) as client:
             await client.wait_for_instances()

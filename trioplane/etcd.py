@@ -31,13 +31,16 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import trio
 
 from trioplane._errors import TrioplaneError
 from trioplane._util import AsyncResource, reason
 from trioplane.addresses import split_url
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 try:
     import httpx
@@ -49,6 +52,7 @@ __all__ = [
     "EtcdClient",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdOptions",
     "EtcdUnavailable",
     "KeyValue",
     "WatchEvent",
@@ -472,28 +476,30 @@ def _message(body: Mapping[str, Any]) -> str:
     return str(body.get("message") or error or "no reason given")
 
 
+class EtcdOptions(TypedDict, total=False):
+    """Options of :func:`open_etcd_client` (and :class:`EtcdClient`).
+
+    * ``username``, ``password``: etcd's auth (both, or neither);
+    * ``ssl_context``: TLS for ``https`` endpoints (and bare ``host:port`` ones);
+    * ``request_timeout`` (5 s): each call, on each endpoint tried;
+    * ``watch_timeout`` (30 s): a watch silent this long is resumed (a dead link).
+    """
+
+    username: str | None
+    password: str | None
+    ssl_context: ssl.SSLContext | None
+    request_timeout: float
+    watch_timeout: float
+
+
 @asynccontextmanager
 async def open_etcd_client(
-    endpoints: str | Sequence[str],
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    request_timeout: float = 5.0,
-    watch_timeout: float = 30.0,
+    endpoints: str | Sequence[str], **options: Unpack[EtcdOptions]
 ) -> AsyncIterator[EtcdClient]:
     """An :class:`EtcdClient` for the duration of the block.
 
-    ``endpoints``: ``http://host:port`` (``https`` for TLS), ``host:port``, or a
+    ``endpoints``: ``http://host:port`` (``https`` for TLS), ``host[:port]``, or a
     comma-separated list of them (as ``ETCD_ENDPOINTS``).
     """
-    client = EtcdClient(
-        endpoints,
-        username=username,
-        password=password,
-        ssl_context=ssl_context,
-        request_timeout=request_timeout,
-        watch_timeout=watch_timeout,
-    )
-    async with client:
+    async with EtcdClient(endpoints, **options) as client:
         yield client

@@ -9,10 +9,12 @@ withdrawing them. No backend-specific code lives here.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+import trio
 
 from trioplane._types import Instance
 
@@ -22,6 +24,7 @@ __all__ = [
     "RegistrationStatistics",
     "Registry",
     "random_instance_id",
+    "registered",
 ]
 
 
@@ -86,3 +89,21 @@ class Registry(Protocol):
 def random_instance_id() -> int:
     """A 63-bit random id, as for backends that do not hand out ids."""
     return random.getrandbits(63)
+
+
+R = TypeVar("R", bound=Registration)
+
+
+@asynccontextmanager
+async def registered(
+    registration: R, keep_alive: Callable[[], Awaitable[None]]
+) -> AsyncIterator[R]:
+    """A backend's ``open_registration``: ``keep_alive`` runs for the block (a lease's
+    keep-alive, a file's refresh); the records are withdrawn on the way out."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_alive)
+            yield registration
+            nursery.cancel_scope.cancel()
+    finally:
+        await registration.withdraw()

@@ -33,7 +33,7 @@ import trio
 from trioplane._errors import ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
-from trioplane.discovery._base import RegistrationStatistics
+from trioplane.discovery._base import RegistrationStatistics, registered
 from trioplane.etcd import (
     EtcdClient,
     EtcdCompacted,
@@ -207,13 +207,8 @@ class EtcdDiscovery:
         """Register a worker's instances (see the module doc)."""
         async with self.client() as etcd:
             registration = _EtcdRegistration(etcd, self.lease_ttl, self._log)
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(registration.keep_alive)
-                    yield registration
-                    nursery.cancel_scope.cancel()
-            finally:
-                await registration.withdraw()
+            async with registered(registration, registration.keep_alive):
+                yield registration
 
 
 def _tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +26,7 @@ import trio
 from trioplane._errors import ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
-from trioplane.discovery._base import RegistrationStatistics, random_instance_id
+from trioplane.discovery._base import RegistrationStatistics, random_instance_id, registered
 
 __all__ = ["FileDiscovery", "default_file_root", "instance_key"]
 
@@ -92,17 +92,10 @@ class FileDiscovery:
                 yield list(current)  # a copy: the caller may change it
             await trio.sleep(self.poll_interval)
 
-    @asynccontextmanager
-    async def open_registration(self) -> AsyncIterator[_FileRegistration]:
+    def open_registration(self) -> AbstractAsyncContextManager[_FileRegistration]:
         """Register a worker's instances under this root (see the module doc)."""
         registration = _FileRegistration(self.folder)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(registration.refresh_loop)
-                yield registration
-                nursery.cancel_scope.cancel()
-        finally:
-            await registration.withdraw()
+        return registered(registration, registration.refresh_loop)
 
     def _scan(self) -> list[Instance]:
         with self._scan_lock:  # scans run in worker threads and share the cache

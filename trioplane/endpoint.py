@@ -11,8 +11,6 @@ sends ``"stop"`` (or ``"kill"``) to the worker and closes the stream.
 
 from __future__ import annotations
 
-import itertools
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -48,6 +46,7 @@ from trioplane.response_plane import (
     ResponsePlaneStatistics,
     receive_into,
 )
+from trioplane.routing import Router, RouterMode
 from trioplane.tls import TcpTls
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.transports.tcp import TcpClientOptions
@@ -88,10 +87,8 @@ __all__ = [
     "rejection_error",
 ]
 
-RouterMode = Literal["round_robin", "random"]
 #: Headers the endpoint client sets itself, as Dynamo's client does.
 RESERVED_HEADERS = frozenset({"request-id", "x-endpoint-path", "x-frontend-send-ts-ns"})
-_ROUTER_MODES = ("round_robin", "random")
 _CODECS = ("auto", "json", "msgpack")
 
 
@@ -99,7 +96,11 @@ class EndpointClientOptions(TypedDict, total=False):
     """Options of :func:`open_endpoint_client`.
 
     * ``router_mode`` (``"round_robin"``): how a call without ``instance_id``
-      picks an instance; or ``"random"``.
+      picks an instance; or ``"random"``, ``"least_loaded"`` (fewest calls in flight
+      from this client), ``"power_of_two"`` (the less loaded of two at random); see
+      :mod:`trioplane.routing`.
+    * ``overload_backoff`` (1 s): an instance that answered ``Server overloaded`` is
+      avoided this long, then tried again.
     * ``codec`` (``"auto"``): payload codec; ``auto`` uses the instance's
       ``request_plane_codec`` (JSON if absent), else ``"json"`` or ``"msgpack"``.
     * ``max_attempts`` (3): instances tried per call when one rejects the
@@ -129,6 +130,7 @@ class EndpointClientOptions(TypedDict, total=False):
     """
 
     router_mode: RouterMode
+    overload_backoff: float
     codec: Literal["auto", "json", "msgpack"]
     max_attempts: int
     call_home_timeout: float
@@ -188,10 +190,12 @@ class ResponseStream:
         instance_id: int | None,
         metadata: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
+        request_id: str | None = None,
     ) -> None:
         self._client = client
         self._request = request
         self._instance_id = instance_id
+        self._request_id = request_id
         self._metadata = dict(metadata or {})
         self._headers = dict(headers or {})
         self._call_home: CallHome | None = None
@@ -214,7 +218,7 @@ class ResponseStream:
         self._entered = True
         self._drops_before = self._client.response_plane.dropped_connections
         self._call_home, self.instance, self.request_id = await self._client._start_call(
-            self._request, self._instance_id, self._metadata, self._headers
+            self._request, self._instance_id, self._metadata, self._headers, self._request_id
         )
         self._client._calls.add(self)
         self._deadline = trio.current_time() + self._client.call_home_timeout
@@ -372,9 +376,11 @@ class EndpointClient(AsyncResource):
         self.namespace, self.component, self.endpoint = parse_endpoint(endpoint)
         self.endpoint_path = f"{self.namespace}.{self.component}.{self.endpoint}"
         self.discovery = as_discovery(discovery)
-        self.router_mode = options.get("router_mode", "round_robin")
-        if self.router_mode not in _ROUTER_MODES:
-            raise ValueError(f"router_mode must be one of {_ROUTER_MODES}")
+        self.router = Router(
+            options.get("router_mode", "round_robin"),
+            overload_backoff=options.get("overload_backoff", 1.0),
+            clock=trio.current_time,
+        )
         self.codec = options.get("codec", "auto")
         if self.codec not in _CODECS:
             raise ValueError(f"codec must be one of {_CODECS}")
@@ -407,7 +413,6 @@ class EndpointClient(AsyncResource):
         self._instances: dict[int, Instance] = {}
         self._instances_changed = trio.Event()
         self._warmup: Latest[list[Instance]] = Latest()
-        self._round_robin = itertools.count()
         self._calls: set[ResponseStream] = set()
         self._no_calls = trio.Event()
         self._closing = False
@@ -480,7 +485,18 @@ class EndpointClient(AsyncResource):
                     nursery.start_soon(call._send_cancel, unsent)
         await trio.lowlevel.checkpoint()
 
+    def _attempt_failed(self, instance: Instance, call_home: CallHome, exc: Exception) -> None:
+        """An attempt that never started a stream: release it, remember an overload."""
+        self.router.finished(instance.instance_id)
+        call_home.close()
+        if isinstance(exc, WorkerRejected) and exc.instance_id is None:
+            exc.instance_id = instance.instance_id
+        if isinstance(exc, WorkerOverloaded):
+            self.router.overloaded(instance.instance_id)
+
     def _call_ended(self, call: ResponseStream) -> None:
+        if call.instance is not None and call in self._calls:
+            self.router.finished(call.instance.instance_id)
         self._calls.discard(call)
         if not self._calls and self._closing:
             self._no_calls.set()
@@ -509,9 +525,17 @@ class EndpointClient(AsyncResource):
 
     # -- instances ----------------------------------------------------------------------
 
+    @property
+    def router_mode(self) -> RouterMode:
+        return self.router.mode
+
     def instances(self) -> list[Instance]:
         """The endpoint's instances known now, by instance id."""
         return [self._instances[k] for k in sorted(self._instances)]
+
+    def instance_ids(self) -> list[int]:
+        """The ids of the endpoint's instances known now (Dynamo's ``instance_ids()``)."""
+        return sorted(self._instances)
 
     async def wait_for_instances(self) -> list[Instance]:
         """Until at least one instance is known (bound it with your own cancel scope)."""
@@ -543,9 +567,7 @@ class EndpointClient(AsyncResource):
             reachable = sorted(self._reachable_kinds())
             detail = f" reachable by {reachable} (they use {kinds})" if kinds else ""
             raise NoInstances(f"no instances of {self.endpoint_path}{detail}")
-        if self.router_mode == "random":
-            return random.choice(candidates)
-        return candidates[next(self._round_robin) % len(candidates)]
+        return self.router.pick(candidates)
 
     # -- calls --------------------------------------------------------------------------
 
@@ -556,13 +578,18 @@ class EndpointClient(AsyncResource):
         instance_id: int | None = None,
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
     ) -> ResponseStream:
         """One call: ``async with client.generate(req) as responses: async for item in responses``.
 
         ``instance_id`` sends to that instance only (Dynamo's ``direct``);
         ``metadata`` reaches the handler's context; ``headers`` (strings) go on
-        the request-plane frame next to the ones Dynamo sets.
+        the request-plane frame next to the ones Dynamo sets; ``request_id`` is the
+        call's id (Dynamo's context id: the handler's ``context.id()``; default: a
+        fresh UUID), the same for every instance tried.
         """
+        if request_id is not None and (not isinstance(request_id, str) or not request_id):
+            raise ValueError("request_id must be a non-empty string")
         for key, value in (headers or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError("headers must map str to str")
@@ -571,7 +598,7 @@ class EndpointClient(AsyncResource):
         for key, value in (metadata or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError("metadata must map str to str")
-        return ResponseStream(self, request, instance_id, metadata, headers)
+        return ResponseStream(self, request, instance_id, metadata, headers, request_id)
 
     async def call(
         self,
@@ -580,9 +607,16 @@ class EndpointClient(AsyncResource):
         instance_id: int | None = None,
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
     ) -> list[Any]:
-        """Every item of one call, as a list."""
-        stream = self.generate(request, instance_id=instance_id, metadata=metadata, headers=headers)
+        """Every item of one call, as a list (the options are :meth:`generate`'s)."""
+        stream = self.generate(
+            request,
+            instance_id=instance_id,
+            metadata=metadata,
+            headers=headers,
+            request_id=request_id,
+        )
         async with stream as responses:
             return [item async for item in responses]
 
@@ -605,6 +639,7 @@ class EndpointClient(AsyncResource):
         instance_id: int | None,
         metadata: dict[str, str],
         headers: dict[str, str],
+        request_id: str | None,
     ) -> tuple[CallHome, Instance, str]:
         if self._closing or self._nursery is None:
             await trio.lowlevel.checkpoint()
@@ -612,6 +647,7 @@ class EndpointClient(AsyncResource):
         tried: set[int] = set()
         bodies: dict[str, bytes] = {}
         last_error: TrioplaneError | None = None
+        request_id = request_id or str(uuid.uuid4())  # one id for every attempt
         for _ in range(self.max_attempts if instance_id is None else 1):
             try:
                 instance = self._pick(instance_id, tried)
@@ -625,28 +661,28 @@ class EndpointClient(AsyncResource):
                 bodies[codec.name] = codec.encode(request)
             call_home = self.response_plane.register()
             call_home.decoder.codec = codec
-            request_id = str(uuid.uuid4())
+            self.router.started(instance.instance_id)
             try:
                 ack = await self._send(
                     instance, request_id, call_home, codec, bodies[codec.name], metadata, headers
                 )
             except (ConnectError, WorkerRejected) as exc:
                 # Never reached the worker, or refused (an HTTP status): another may serve it.
-                call_home.close()
-                if isinstance(exc, WorkerRejected) and exc.instance_id is None:
-                    exc.instance_id = instance.instance_id
+                self._attempt_failed(instance, call_home, exc)
                 last_error = exc
                 continue
             except BaseException:
+                self.router.finished(instance.instance_id)
                 call_home.close()
                 raise
             if not ack:
                 if self._closing:
+                    self.router.finished(instance.instance_id)
                     call_home.close()
                     raise ClientClosed("the endpoint client closed while the request was sent")
                 return call_home, instance, request_id
-            call_home.close()
             last_error = rejection_error(ack, instance.instance_id)
+            self._attempt_failed(instance, call_home, last_error)
         assert last_error is not None
         raise last_error
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import json
 import logging
 import math
+import os
+import signal
 import sys
 import time
 from contextlib import aclosing
@@ -19,8 +22,11 @@ import trioplane.addresses
 from trioplane._demo import whole_loop
 from trioplane.discovery import (
     DiscoverySource,
+    FileDiscovery,
+    Registry,
     as_discovery,
     describe,
+    discovery_from_env,
     discovery_from_url,
 )
 from trioplane.testing import Reply, open_tcp_test_worker
@@ -152,6 +158,59 @@ async def instances(args: argparse.Namespace) -> None:
                 return
 
 
+def load_handler(spec: str) -> Any:
+    """``package.module:function`` -> the function (the current directory is importable,
+    as for other servers' commands); ``ValueError`` saying what is wrong."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"a handler is package.module:function, not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    handler = getattr(module, name, None)
+    if not callable(handler):
+        raise ValueError(f"{module_name!r} has no function {name!r}")  # noqa: TRY004
+    return handler
+
+
+async def serve(args: argparse.Namespace, handler: Any) -> None:
+    """Serve ``handler`` until SIGTERM or SIGINT; then drain: deregister first, let calls
+    in flight finish within ``--grace``, cancel the rest, return (exit status 0)."""
+    registry: Registry
+    if args.discovery:
+        registry = discovery_from_url(args.discovery)
+    elif args.discovery_dir:
+        registry = FileDiscovery(args.discovery_dir)
+    else:
+        registry = discovery_from_env()
+    options: dict[str, Any] = {
+        "discovery": registry,
+        "transports": tuple(t.strip() for t in args.transports.split(",") if t.strip()),
+        "host": args.host,
+        "port": args.port,
+        "grace_period": args.grace,
+    }
+    if args.advertise_host:
+        options["advertise_host"] = args.advertise_host
+    if args.nats_server:
+        options["nats_servers"] = args.nats_server
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trioplane.open_worker({args.endpoint: handler}, **options) as worker:
+            for instance in worker.instances:
+                print(
+                    f"serving {instance.endpoint_path} as {instance.instance_id:x} on "
+                    f"{instance.transport_kind} {instance.address}",
+                    flush=True,
+                )
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                print(f"trioplane: {name}: draining (up to {args.grace:g} s)", file=sys.stderr)
+                break
+
+
 def add_discovery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--discovery",
@@ -209,6 +268,32 @@ def main(argv: list[str] | None = None) -> int:
     instances_parser.add_argument("endpoint", help="namespace.component.endpoint")
     add_discovery_options(instances_parser)
     instances_parser.add_argument("--watch", action="store_true", help="print changes too")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve a handler as a Dynamo endpoint; SIGTERM or SIGINT drains it",
+        description="Serve handler(request, context), an async generator given as "
+        "package.module:function, as the endpoint namespace.component.endpoint, "
+        "registered in discovery, until SIGTERM or SIGINT; then deregister first, let "
+        "calls in flight finish within --grace seconds, cancel the rest and exit 0. "
+        "Exit status 1 if serving fails, 2 for bad arguments.",
+    )
+    serve_parser.add_argument("handler", help="package.module:function")
+    serve_parser.add_argument(
+        "--endpoint", required=True, help="namespace.component.endpoint to serve it as"
+    )
+    serve_parser.add_argument(
+        "--transports", default="tcp", help="comma-separated: tcp, nats, websocket, http (tcp)"
+    )
+    add_discovery_options(serve_parser)
+    serve_parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve_parser.add_argument("--port", type=int, default=0, help="TCP plane port (0: any)")
+    serve_parser.add_argument("--advertise-host", help="host callers dial (default: --host)")
+    serve_parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds calls in flight get on SIGTERM (5)"
+    )
+    serve_parser.add_argument(
+        "--nats-server", help="NATS server URL for the NATS plane (default: $NATS_SERVER)"
+    )
     args = parser.parse_args(argv)
     # The library's warnings (e.g. etcd away, retried) are not the command's output:
     # the one line on stderr says what failed. (A configured root logger still gets them.)
@@ -226,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(call, args, request)
         elif args.command == "instances":
             trio.run(instances, args)
+        elif args.command == "serve":
+            try:
+                handler = load_handler(args.handler)
+                trioplane.addresses.parse_endpoint(args.endpoint)
+            except ValueError as exc:
+                serve_parser.error(str(exc))
+            trio.run(serve, args, handler)
     except trio.TooSlowError:
         print(f"trioplane: the call took longer than {args.timeout:g} s", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Handler",
+    "HealthCheck",
     "RequestContext",
     "Worker",
     "WorkerStatistics",
@@ -141,9 +143,10 @@ class WorkerStatistics:
 
     ``calls_refused`` were answered ``Server overloaded``/``Server unavailable``;
     ``call_home_failures`` were accepted but their caller could not be reached in
-    time; ``registration`` says whether the instances are discoverable (and how
-    often an etcd lease was lost and restored); ``planes`` has each request-plane
-    server's own statistics.
+    time; ``ready`` is :meth:`Worker.set_ready`'s, ``healthy`` the last health
+    check's (``canary_failures`` counts the failed ones); ``registration`` says whether
+    the instances are discoverable (and how often an etcd lease was lost and
+    restored); ``planes`` has each request-plane server's own statistics.
     """
 
     calls_in_flight: int = 0
@@ -151,8 +154,32 @@ class WorkerStatistics:
     calls_refused: int = 0
     handler_errors: int = 0
     call_home_failures: int = 0
+    ready: bool = True
+    healthy: bool = True
+    canary_failures: int = 0
     registration: RegistrationStatistics = field(default_factory=RegistrationStatistics)
     planes: Mapping[str, ServerStatistics | HttpPlaneStatistics] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A canary for :class:`Worker`: ``payload`` run through ``endpoint``'s handler.
+
+    When the worker has had no call for ``interval`` seconds, the handler is called
+    with ``payload`` (in-process, no network); a first item within ``timeout`` is a
+    pass. While it fails (it raised, or was too slow) the worker's instances are
+    withdrawn from discovery, so callers route elsewhere; the first pass publishes
+    them again. ``endpoint`` defaults to the worker's first.
+    """
+
+    payload: Any
+    endpoint: str | None = None
+    interval: float = 10.0
+    timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0 or not self.timeout > 0:
+            raise ValueError("a health check's interval and timeout must be positive")
 
 
 class Worker:
@@ -190,6 +217,7 @@ class Worker:
         limits: ServerLimits | None = None,
         call_home: CallHomeLimits | None = None,
         tls: TcpTls | None = None,
+        health_check: HealthCheck | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
@@ -226,6 +254,10 @@ class Worker:
             self.limits = dataclasses.replace(self.limits, max_frame_size=max_frame_size)
         self.call_home_limits = call_home or CallHomeLimits()
         self.tls = tls or TcpTls.from_env()
+        self.health_check = health_check
+        checked = health_check.endpoint if health_check is not None else None
+        if checked is not None and parse_endpoint(checked) not in self.handlers:
+            raise ValueError(f"the health check's endpoint {checked!r} is not served")
         self.instances: list[Instance] = []
         #: The running request-plane servers, by plane (``"tcp"``, ``"websocket"``...).
         self.servers: dict[str, PlaneServer | HttpPlaneServer | NatsPlaneServer] = {}
@@ -238,6 +270,13 @@ class Worker:
         self._calls: trio.Nursery | None = None
         self._log = RateLimitedLog(log)  # what callers cause: a few lines a minute per kind
         self._registration: Registration | None = None
+        self._registration_lock = trio.Lock()
+        self._published = False
+        self._ready = True
+        self._healthy = True
+        self._closing = False
+        self._canary_failures = 0
+        self._last_call = 0.0
         self._accepting = trio.CancelScope()
         self._idle = trio.Event()
 
@@ -253,6 +292,9 @@ class Worker:
             calls_refused=self._refused,
             handler_errors=self._handler_errors,
             call_home_failures=self._call_home_failures,
+            ready=self._ready,
+            healthy=self._healthy,
+            canary_failures=self._canary_failures,
             registration=(
                 self._registration.statistics()
                 if self._registration is not None
@@ -275,9 +317,10 @@ class Worker:
                         self._make_instances(bases, dict(zip(self.transports, ids, strict=True)))
                         if "nats" in self.transports:
                             await self._serve_nats_plane(service)
-                        if self.register:
-                            await registration.publish(self.instances)
                         self._registration = registration
+                        await self._sync_registration()
+                        if self.health_check is not None:
+                            service.start_soon(self._health_loop, self.health_check)
                         task_status.started(list(self.instances))
                         await trio.sleep_forever()
 
@@ -376,11 +419,64 @@ class Worker:
         await nursery.start(server.serve)  # subscribed before anyone can discover us
         self.servers["nats"] = server
 
+    async def set_ready(self, ready: bool) -> None:
+        """Be routable or not, without stopping: ``False`` withdraws the instances from
+        discovery (calls in flight finish, and requests still sent here are served);
+        ``True`` publishes them again (if the health check passes)."""
+        self._ready = ready
+        await self._sync_registration()
+
+    async def _sync_registration(self) -> None:
+        """Publish or withdraw, as readiness, health and closing say (one at a time)."""
+        async with self._registration_lock:
+            registration = self._registration
+            want = self.register and self._ready and self._healthy and not self._closing
+            if registration is None or want == self._published:
+                return
+            if want:
+                await registration.publish(self.instances)
+            else:
+                await registration.withdraw()
+            self._published = want
+
+    async def _health_loop(self, check: HealthCheck) -> None:
+        path = parse_endpoint(check.endpoint) if check.endpoint else next(iter(self.handlers))
+        handler = self.handlers[path]
+        while True:
+            await trio.sleep(check.interval)
+            if self._active or trio.current_time() - self._last_call < check.interval:
+                continue  # calls are flowing: they are the proof
+            healthy = await self._run_canary(handler, check)
+            if not healthy:
+                self._canary_failures += 1
+            if healthy != self._healthy:
+                log.warning(
+                    "health check %s: instances %s discovery",
+                    "passes again" if healthy else "failed",
+                    "back in" if healthy else "withdrawn from",
+                )
+            self._healthy = healthy
+            await self._sync_registration()
+
+    async def _run_canary(self, handler: Handler, check: HealthCheck) -> bool:
+        context = RequestContext(f"health-check-{uuid.uuid4()}", {}, {})
+        with trio.move_on_after(check.timeout):
+            try:
+                async with aclosing(handler(check.payload, context)) as items:  # type: ignore[type-var]
+                    async for _ in items:
+                        return True
+                self._log.warning("canary", "health check: the handler yielded nothing")
+            except Exception as exc:
+                self._log.warning("canary", "health check: the handler raised %r", exc)
+            return False
+        self._log.warning("canary", "health check: no item within %g s", check.timeout)
+        return False
+
     async def aclose(self) -> None:
-        """Stop accepting, deregister; calls in flight get ``grace_period``, then are cancelled."""
+        """Deregister, stop accepting; calls in flight get ``grace_period``, then are cancelled."""
         with trio.CancelScope(shield=True):
-            if self._registration is not None:
-                await self._registration.withdraw()
+            self._closing = True
+            await self._sync_registration()
             self._accepting.cancel()
             if self._active:
                 with trio.move_on_after(self.grace_period):
@@ -401,6 +497,7 @@ class Worker:
             return WORKER_AT_CAPACITY
         self._active += 1
         self._accepted += 1
+        self._last_call = trio.current_time()
         self._calls.start_soon(self._call, route[0], frame)
         return ""
 

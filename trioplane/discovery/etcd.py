@@ -246,22 +246,37 @@ class _EtcdRegistration:
         self.etcd = etcd
         self.ttl = ttl
         self.log = log_
-        #: lease id -> the instances published with it
+        #: the instance ids (lease ids) this worker was given
+        self.owned: set[int] = set()
+        #: lease id -> the instances published with it (the leases granted now)
         self.leases: dict[int, list[Instance]] = {}
         self.losses = 0
         self.lost: set[int] = set()
 
     async def new_instance_id(self) -> int:
         lease_id, _ = await self.etcd.lease_grant(self.ttl)
+        self.owned.add(lease_id)
         self.leases[lease_id] = []
         return lease_id
 
     async def publish(self, instances: Sequence[Instance]) -> None:
+        """Create the records; a lease withdrawn before is granted again under its id."""
         for instance in instances:
-            if instance.instance_id not in self.leases:
-                raise ValueError(f"instance id {instance.instance_id:x} is no lease of ours")
+            lease_id = instance.instance_id
+            if lease_id not in self.owned:
+                raise ValueError(f"instance id {lease_id:x} is no lease of ours")
+            if lease_id not in self.leases:
+                await self._grant_again(lease_id)
+                self.leases[lease_id] = []
             await self._create(instance)
-            self.leases[instance.instance_id].append(instance)
+            self.leases[lease_id].append(instance)
+
+    async def _grant_again(self, lease_id: int) -> None:
+        try:
+            await self.etcd.lease_grant(self.ttl, lease_id)
+        except EtcdError as exc:  # granted already by an earlier attempt: go on
+            if isinstance(exc, EtcdUnavailable) or "lease already exists" not in str(exc):
+                raise
 
     async def _create(self, instance: Instance) -> None:
         key = etcd_key(instance)
@@ -287,11 +302,7 @@ class _EtcdRegistration:
             self.lost.add(lease_id)
             self.losses += 1
             log.warning("etcd lease %x was lost; registering its instances again", lease_id)
-        try:
-            await self.etcd.lease_grant(self.ttl, lease_id)
-        except EtcdError as exc:  # granted already by an earlier attempt: go on
-            if isinstance(exc, EtcdUnavailable) or "lease already exists" not in str(exc):
-                raise
+        await self._grant_again(lease_id)
         for instance in self.leases[lease_id]:
             try:
                 await self._create(instance)

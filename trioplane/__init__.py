@@ -51,6 +51,7 @@ from trioplane.transports.unified import (
 )
 from trioplane.wire.codecs import CodecError
 from trioplane.worker import (
+    HealthCheck,
     RequestContext,
     Worker,
     WorkerStatistics,
@@ -74,6 +75,7 @@ __all__ = [
     "EndpointStatistics",
     "FileDiscovery",
     "FrameTooLarge",
+    "HealthCheck",
     "HttpClient",
     "HttpClientOptions",
     "HttpStatusError",

@@ -21,6 +21,7 @@ import trio
 
 import trioplane
 from trioplane import FileDiscovery, ServerLimits
+from trioplane.endpoint import failed_start
 from trioplane.response_plane import ResponsePlane, receive_into
 from trioplane.servers import CallHomeLimits, PlaneServer
 from trioplane.testing import Reply, open_tcp_test_worker
@@ -281,6 +282,7 @@ async def test_an_unknown_payload_codec_is_answered_and_logged_a_few_times(
                         assert await receive_into(call_home.connection, call_home.decoder)
                 assert isinstance(event, Prologue)
                 assert "unknown payload codec 'zstd'" in str(event.error)
+                assert isinstance(failed_start(event), trioplane.InvalidArgument)
                 call_home.close()
         lines = [r for r in caplog.records if "cannot decode request" in r.getMessage()]
         assert 1 <= len(lines) <= 5

@@ -198,7 +198,8 @@ async def test_close_lets_calls_finish_then_cancels(tmp_path: Path) -> None:
                 await wait_until(lambda: w.statistics().calls_in_flight == 1)
                 await w.aclose()
         assert len(errors) == 1
-        assert isinstance(errors[0], trioplane.StreamIncomplete)
+        assert isinstance(errors[0], trioplane.EngineShutdown)
+        assert errors[0].error_class == "Unavailable"
 
 
 async def test_every_plane_at_once(tmp_path: Path) -> None:

@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING
 from trioplane._errors import (
     AckTimeout,
     CallHomeTimeout,
+    Cancelled,
+    CannotConnect,
     ClientClosed,
     ConnectError,
     ConnectionLost,
+    ConnectionTimeout,
+    Disconnected,
+    EngineShutdown,
     FrameTooLarge,
     InstanceNotFound,
+    InvalidArgument,
     MalformedStream,
     MaxPayloadExceeded,
     NatsServerError,
@@ -21,6 +27,9 @@ from trioplane._errors import (
     NoResponders,
     ProtocolError,
     RemoteError,
+    RemoteStreamIncomplete,
+    RemoteUnknown,
+    RemoteWorkerUnavailable,
     StreamError,
     StreamIncomplete,
     TrioplaneError,
@@ -50,6 +59,7 @@ from trioplane.transports.unified import (
     start_request_plane,
 )
 from trioplane.wire.codecs import CodecError
+from trioplane.wire.response import Annotated
 from trioplane.worker import (
     HealthCheck,
     RequestContext,
@@ -60,6 +70,16 @@ from trioplane.worker import (
 )
 
 __all__ = [
+    "Annotated",
+    "RemoteWorkerUnavailable",
+    "RemoteUnknown",
+    "RemoteStreamIncomplete",
+    "InvalidArgument",
+    "EngineShutdown",
+    "Disconnected",
+    "ConnectionTimeout",
+    "CannotConnect",
+    "Cancelled",
     "AckTimeout",
     "CallHomeLimits",
     "CallHomeTimeout",

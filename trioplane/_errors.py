@@ -9,10 +9,20 @@ This module imports nothing from Trio, so the sans-io ``wire`` package may use i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
+    "REMOTE_ERRORS",
     "AckTimeout",
+    "Cancelled",
+    "CannotConnect",
+    "ConnectionTimeout",
+    "Disconnected",
+    "EngineShutdown",
+    "InvalidArgument",
+    "RemoteStreamIncomplete",
+    "RemoteUnknown",
+    "RemoteWorkerUnavailable",
     "CallHomeTimeout",
     "ClientClosed",
     "ConnectError",
@@ -116,16 +126,150 @@ class CallHomeTimeout(StreamError):
 class RemoteError(TrioplaneError):
     """The worker's handler failed; ``error`` is Dynamo's error object as sent.
 
-    ``message`` is its human-readable message, ``error_type`` its type (for a
-    Python handler's ``ValueError``: ``{"Backend": "InvalidArgument"}``).
+    Dynamo types its errors; each type is a subclass here, named as Dynamo's
+    (:class:`InvalidArgument`, :class:`EngineShutdown`...; :mod:`trioplane.errors`
+    has them under Dynamo's own names). The fields are kept: ``error_type`` (e.g.
+    ``{"Backend": "InvalidArgument"}``), ``error_class`` (Dynamo's ``class``, e.g.
+    ``"InvalidRequest"``), ``reason`` (e.g. ``"backend.invalid_argument"``),
+    ``message``, ``diagnostic`` and, for invalid arguments, ``public``.
+
+    A handler raises them too: ``raise trioplane.EngineShutdown("draining")`` sends
+    the error a Dynamo worker sends for that type, and re-raising one received from
+    a downstream call forwards it as it came.
     """
 
-    def __init__(self, error: Mapping[str, Any] | str) -> None:
-        self.error: Mapping[str, Any] = error if isinstance(error, Mapping) else {"message": error}
+    #: Dynamo's name of the type (``error_type``), its class and reason, as a Dynamo
+    #: worker sends them for an exception of this type.
+    dynamo_type: ClassVar[str] = "Unknown"
+    wire: ClassVar[tuple[Any, str, str]] = ({"Backend": "Unknown"}, "Internal", "backend.unknown")
+
+    def __init__(self, error: Mapping[str, Any] | str = "") -> None:
+        if isinstance(error, Mapping):
+            self.error: Mapping[str, Any] = error
+        else:
+            error_type, error_class, reason = self.wire
+            self.error = {
+                "error_type": error_type,
+                "class": error_class,
+                "reason": reason,
+                "message": error,
+                "diagnostic": error,
+            }
         message = self.error.get("message")
+        if not isinstance(message, str):
+            message = self.error.get("diagnostic")
         self.message: str = message if isinstance(message, str) else str(dict(self.error))
         self.error_type: Any = self.error.get("error_type")
+        self.error_class: str | None = _str_or_none(self.error.get("class"))
+        self.reason: str | None = _str_or_none(self.error.get("reason"))
+        self.diagnostic: str | None = _str_or_none(self.error.get("diagnostic"))
+        self.public: Any = self.error.get("public")
         super().__init__(self.message)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class RemoteUnknown(RemoteError):
+    """Dynamo's ``Unknown``: the handler failed for another reason (class ``Internal``)."""
+
+
+class InvalidArgument(RemoteError):
+    """Dynamo's ``InvalidArgument``: the request is invalid (class ``InvalidRequest``).
+
+    Raised in a handler, it also carries Dynamo's ``public`` message, which Dynamo's
+    client raises as its own ``InvalidArgument``.
+    """
+
+    dynamo_type = "InvalidArgument"
+    wire = ({"Backend": "InvalidArgument"}, "InvalidRequest", "backend.invalid_argument")
+
+    def __init__(self, error: Mapping[str, Any] | str = "") -> None:
+        if not isinstance(error, Mapping):
+            error_type, error_class, reason = self.wire
+            error = {
+                "error_type": error_type,
+                "class": error_class,
+                "reason": reason,
+                "message": error,
+                "diagnostic": error,
+                "public": {"type": "message", "message": error},
+            }
+        super().__init__(error)
+
+
+class CannotConnect(RemoteError):
+    """Dynamo's ``CannotConnect``: the handler could not reach something it needs."""
+
+    dynamo_type = "CannotConnect"
+    wire = ({"Backend": "CannotConnect"}, "Unavailable", "backend.cannot_connect")
+
+
+class Disconnected(RemoteError):
+    """Dynamo's ``Disconnected``: a connection the handler used was lost."""
+
+    dynamo_type = "Disconnected"
+    wire = ({"Backend": "Disconnected"}, "Unavailable", "backend.disconnected")
+
+
+class ConnectionTimeout(RemoteError):
+    """Dynamo's ``ConnectionTimeout`` (class ``DeadlineExceeded``): the handler timed out."""
+
+    dynamo_type = "ConnectionTimeout"
+    wire = ({"Backend": "ConnectionTimeout"}, "DeadlineExceeded", "backend.connection_timeout")
+
+
+class Cancelled(RemoteError):
+    """Dynamo's ``Cancelled``: the handler's work was cancelled (a Dynamo worker stopping
+    on SIGINT sends this for the calls in flight)."""
+
+    dynamo_type = "Cancelled"
+    wire = ({"Backend": "Cancelled"}, "Cancelled", "backend.cancelled")
+
+
+class EngineShutdown(RemoteError):
+    """Dynamo's ``EngineShutdown``: the worker's engine stopped; the call may be tried
+    again elsewhere (Dynamo's frontend migrates such calls, and its client avoids the
+    instance for a while). A trioplane worker sends it for the calls it cancels when
+    it closes."""
+
+    dynamo_type = "EngineShutdown"
+    wire = ({"Backend": "EngineShutdown"}, "Unavailable", "backend.engine_shutdown")
+
+
+class RemoteStreamIncomplete(RemoteError, StreamIncomplete):
+    """Dynamo's ``StreamIncomplete``, reported by the handler (a stream it read broke).
+
+    Also a :class:`StreamIncomplete`: either way the stream was cut short.
+    """
+
+    dynamo_type = "StreamIncomplete"
+    wire = ({"Backend": "StreamIncomplete"}, "Unavailable", "backend.stream_incomplete")
+
+
+class RemoteWorkerUnavailable(RemoteError):
+    """Dynamo's ``WorkerUnavailable``: no worker on the request's route can serve it yet."""
+
+    dynamo_type = "WorkerUnavailable"
+    wire = ("WorkerUnavailable", "Unavailable", "backend.worker_unavailable")
+
+
+#: Dynamo's error type names, and the class for each.
+REMOTE_ERRORS: dict[str, type[RemoteError]] = {
+    cls.dynamo_type: cls
+    for cls in (
+        RemoteUnknown,
+        InvalidArgument,
+        CannotConnect,
+        Disconnected,
+        ConnectionTimeout,
+        Cancelled,
+        EngineShutdown,
+        RemoteStreamIncomplete,
+        RemoteWorkerUnavailable,
+    )
+}
 
 
 class MaxPayloadExceeded(TrioplaneError):

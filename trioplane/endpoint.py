@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 import trio
 
@@ -29,6 +29,7 @@ from trioplane._errors import (
     MalformedStream,
     NoInstances,
     RemoteError,
+    RemoteUnknown,
     StreamIncomplete,
     TrioplaneError,
     WorkerOverloaded,
@@ -58,10 +59,12 @@ from trioplane.transports.unified import (
 )
 from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
 from trioplane.wire.control import CallHomeInfo, ControlMessage, encode_request_payload
+from trioplane.wire.errors import remote_error
 from trioplane.wire.rejections import is_overloaded
 from trioplane.wire.response import (
     CANCEL_KILL,
     CANCEL_STOP,
+    Annotated,
     End,
     Item,
     Prologue,
@@ -89,6 +92,24 @@ __all__ = [
 
 #: Headers the endpoint client sets itself, as Dynamo's client does.
 RESERVED_HEADERS = frozenset({"request-id", "x-endpoint-path", "x-frontend-send-ts-ns"})
+#: Headers a call made with ``context=`` takes from the upstream call (tracing).
+FORWARDED_HEADERS = ("traceparent", "tracestate", "x-request-id")
+
+
+class CallerContext(Protocol):
+    """The context of the call a handler serves, as :meth:`EndpointClient.generate`
+    forwards it downstream (:class:`~trioplane.RequestContext` is one)."""
+
+    def id(self) -> str: ...
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def is_stopped(self) -> bool: ...
+    def is_killed(self) -> bool: ...
+    async def wait_stopped(self) -> None: ...
+
+
 _CODECS = ("auto", "json", "msgpack")
 
 
@@ -151,6 +172,23 @@ class EndpointClientOptions(TypedDict, total=False):
     request_plane: RequestPlaneClient
 
 
+def error_item(item: Mapping[str, Any]) -> RemoteError:
+    """The error an ``{"event": "error", ...}`` item reports: its typed error object,
+    or (older workers) its comment."""
+    if "error" in item:
+        return remote_error(item["error"])
+    comment = item.get("comment")
+    text = "; ".join(comment) if isinstance(comment, list) and comment else "unknown error"
+    return RemoteUnknown({"message": str(text)})
+
+
+def failed_start(prologue: Prologue) -> RemoteError:
+    """The error of a prologue that failed the stream: its typed error, else its text."""
+    if isinstance(prologue.typed_error, Mapping):
+        return remote_error(prologue.typed_error)
+    return RemoteUnknown({"message": str(prologue.error)})
+
+
 def rejection_error(ack: bytes | str, instance_id: int | None = None) -> WorkerRejected:
     """The error for a non-empty ack: overloaded, or unavailable (any other text)."""
     text = ack if isinstance(ack, str) else ack.decode("utf-8", "replace")
@@ -191,8 +229,14 @@ class ResponseStream:
         metadata: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         request_id: str | None = None,
+        annotated: bool = False,
+        context: CallerContext | None = None,
     ) -> None:
         self._client = client
+        self._annotated = annotated
+        self._context = context
+        self._forwarder = trio.CancelScope()
+        self._forwarded: str | None = None
         self._request = request
         self._instance_id = instance_id
         self._request_id = request_id
@@ -222,7 +266,24 @@ class ResponseStream:
         )
         self._client._calls.add(self)
         self._deadline = trio.current_time() + self._client.call_home_timeout
+        nursery = self._client._nursery
+        if self._context is not None and nursery is not None:
+            nursery.start_soon(self._forward_stop, self._call_home, self._context)
         return self
+
+    async def _forward_stop(self, call_home: CallHome, context: CallerContext) -> None:
+        """Pass the upstream call's ``"stop"``/``"kill"`` on to this call's worker."""
+        with self._forwarder:
+            await context.wait_stopped()
+            if call_home.connection is None:
+                with trio.move_on_at(self._deadline):
+                    await call_home.wait_connected()
+            connection = call_home.connection
+            if self._call_home is not call_home or self._finished or connection is None:
+                return
+            self._forwarded = CANCEL_KILL if context.is_killed() else CANCEL_STOP
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await connection.send_all(encode_cancel(self._forwarded))
 
     async def __aexit__(
         self,
@@ -270,12 +331,14 @@ class ResponseStream:
             event = decoder.next_event()
             if event.__class__ is Item:
                 item = event.data
-                if item.__class__ is dict and "event" not in item:  # a Python worker's item
-                    data = item.get("data")
+                if item.__class__ is dict and "event" not in item and not self._annotated:
+                    data = item.get("data")  # a Python worker's item: the fast path
                     if data is not None:
                         return data
                 if isinstance(item, Mapping) and item.get("event") == "error":
-                    raise RemoteError(item.get("error") or {"message": "remote error"})
+                    raise error_item(item)
+                if self._annotated:
+                    return Annotated.from_wire(item)
                 has_data, data = unwrap_annotated(item)
                 if has_data:
                     return data
@@ -287,7 +350,8 @@ class ResponseStream:
                 except trio.BrokenResourceError as exc:
                     raise StreamIncomplete(f"response stream broke: {exc}") from exc
                 if not more:
-                    decoder.check_eof()
+                    if self._forwarded is None:  # a worker told to stop may just hang up
+                        decoder.check_eof()
                     self._finished = True
                     raise StopAsyncIteration
             elif isinstance(event, End):
@@ -298,7 +362,7 @@ class ResponseStream:
                 raise StopAsyncIteration
             elif isinstance(event, Prologue):
                 if event.error is not None:
-                    raise RemoteError(event.error)
+                    raise failed_start(event)
             elif isinstance(event, Rejected):
                 raise rejection_error(event.text, self._instance_id_or_none())
             else:  # Handshake is consumed by the plane, Sentinel only follows End
@@ -331,6 +395,7 @@ class ResponseStream:
         still running, release the connection. What of the cancel frame the kernel did
         not take now is returned, for :meth:`_send_cancel`."""
         call_home, self._call_home = self._call_home, None
+        self._forwarder.cancel()
         if call_home is None:
             return b""
         self._closed = True
@@ -338,8 +403,11 @@ class ResponseStream:
         done = self._finished or call_home.decoder.ended
         connection = call_home.connection
         unsent = b""
-        if connection is not None and not done and not self._failed:
-            unsent = encode_cancel(self._client.cancel_mode)
+        kind = self._client.cancel_mode
+        if self._context is not None and self._context.is_killed():
+            kind = CANCEL_KILL
+        if connection is not None and not done and not self._failed and self._forwarded != kind:
+            unsent = encode_cancel(kind)
             with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 unsent = unsent[connection.send_nowait(unsent) :]
             if unsent:
@@ -579,6 +647,8 @@ class EndpointClient(AsyncResource):
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        annotated: bool = False,
+        context: CallerContext | None = None,
     ) -> ResponseStream:
         """One call: ``async with client.generate(req) as responses: async for item in responses``.
 
@@ -586,7 +656,16 @@ class EndpointClient(AsyncResource):
         ``metadata`` reaches the handler's context; ``headers`` (strings) go on
         the request-plane frame next to the ones Dynamo sets; ``request_id`` is the
         call's id (Dynamo's context id: the handler's ``context.id()``; default: a
-        fresh UUID), the same for every instance tried.
+        fresh UUID), the same for every instance tried. With ``annotated=True`` every
+        item is a :class:`~trioplane.Annotated` (data, event, comment, id), also those
+        that carry annotations only, as Dynamo's ``annotated=True``; by default items
+        are the data alone and annotation-only items are skipped.
+
+        ``context`` (a handler's :class:`~trioplane.RequestContext`) makes this call
+        part of the one being served, as Dynamo's ``context=``: its id is the request
+        id, its metadata is sent (``metadata`` adds to it), its ``traceparent``,
+        ``tracestate`` and ``x-request-id`` headers go along, and when the upstream
+        caller stops or kills its call, this one is stopped or killed too.
         """
         if request_id is not None and (not isinstance(request_id, str) or not request_id):
             raise ValueError("request_id must be a non-empty string")
@@ -598,7 +677,15 @@ class EndpointClient(AsyncResource):
         for key, value in (metadata or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError("metadata must map str to str")
-        return ResponseStream(self, request, instance_id, metadata, headers, request_id)
+        if context is not None:
+            request_id = request_id or context.id() or None
+            metadata = {**context.metadata, **(metadata or {})}
+            upstream = {k.lower(): v for k, v in context.headers.items()}
+            forwarded = {k: upstream[k] for k in FORWARDED_HEADERS if k in upstream}
+            headers = {**forwarded, **(headers or {})}
+        return ResponseStream(
+            self, request, instance_id, metadata, headers, request_id, annotated, context
+        )
 
     async def call(
         self,
@@ -608,6 +695,8 @@ class EndpointClient(AsyncResource):
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        annotated: bool = False,
+        context: CallerContext | None = None,
     ) -> list[Any]:
         """Every item of one call, as a list (the options are :meth:`generate`'s)."""
         stream = self.generate(
@@ -616,6 +705,8 @@ class EndpointClient(AsyncResource):
             metadata=metadata,
             headers=headers,
             request_id=request_id,
+            annotated=annotated,
+            context=context,
         )
         async with stream as responses:
             return [item async for item in responses]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioplane._errors import ConnectError, ProtocolError
+from trioplane._errors import ConnectError, EngineShutdown, InvalidArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
 from trioplane._util import running
@@ -64,8 +64,9 @@ from trioplane.servers.callhome import KILL, STALLED
 from trioplane.tls import TcpTls
 from trioplane.wire.codecs import PayloadCodec, get_codec
 from trioplane.wire.control import ControlMessage
+from trioplane.wire.errors import error_object, prologue_error
 from trioplane.wire.rejections import WORKER_AT_CAPACITY, is_overloaded, unknown_endpoint
-from trioplane.wire.response import encode_item, encode_prologue
+from trioplane.wire.response import Annotated, encode_item, encode_prologue
 from trioplane.wire.tcp import RequestFrame
 from trioplane.wire.twopart import decode_two_part
 
@@ -86,6 +87,8 @@ log = logging.getLogger(__name__)
 
 #: ``handler(request, context)``: an async generator of response items.
 Handler = Callable[[Any, "RequestContext"], AsyncIterator[Any]]
+#: How long closing lets cancelled calls tell their callers ``EngineShutdown``.
+SHUTDOWN_NOTICE = 1.0
 #: The instance transport kind each request plane advertises.
 _INSTANCE_KINDS = {"tcp": "tcp", "nats": "nats_tcp", "websocket": "websocket", "http": "http"}
 #: Dynamo's HTTP request-plane root.
@@ -122,19 +125,6 @@ class RequestContext:
         """The call home heard ``why``: stop, or kill (a stalled caller is killed too)."""
         self._killed = self._killed or why in (KILL, STALLED)
         self._stopped.set()
-
-
-def _error_object(exc: BaseException) -> dict[str, Any]:
-    """Dynamo's error annotation for a handler's exception."""
-    invalid = isinstance(exc, (ValueError, TypeError, KeyError))
-    message = f"{type(exc).__name__}: {exc}"
-    return {
-        "error_type": {"Backend": "InvalidArgument" if invalid else "Unknown"},
-        "class": "InvalidRequest" if invalid else "Internal",
-        "reason": "backend.invalid_argument" if invalid else "backend.unknown",
-        "message": message,
-        "diagnostic": message,
-    }
 
 
 @dataclass(frozen=True)
@@ -271,6 +261,7 @@ class Worker:
         self._log = RateLimitedLog(log)  # what callers cause: a few lines a minute per kind
         self._registration: Registration | None = None
         self._registration_lock = trio.Lock()
+        self._handler_scopes: set[trio.CancelScope] = set()
         self._published = False
         self._ready = True
         self._healthy = True
@@ -473,13 +464,20 @@ class Worker:
         return False
 
     async def aclose(self) -> None:
-        """Deregister, stop accepting; calls in flight get ``grace_period``, then are cancelled."""
+        """Deregister, stop accepting; calls in flight get ``grace_period``, then their
+        handlers are cancelled and their callers told ``EngineShutdown`` (within
+        ``SHUTDOWN_NOTICE``), then the calls are cancelled."""
         with trio.CancelScope(shield=True):
             self._closing = True
             await self._sync_registration()
             self._accepting.cancel()
             if self._active:
                 with trio.move_on_after(self.grace_period):
+                    await self._idle.wait()
+            if self._active and self._handler_scopes:
+                for scope in list(self._handler_scopes):
+                    scope.cancel()
+                with trio.move_on_after(SHUTDOWN_NOTICE):
                     await self._idle.wait()
             if self._calls is not None:
                 self._calls.cancel_scope.cancel()
@@ -563,40 +561,81 @@ class Worker:
         context: RequestContext,
         handler_scope: trio.CancelScope,
     ) -> None:
-        """Decode the request, run the handler, stream the prologue, items and end."""
+        """Decode the request, start the handler, stream the prologue, items and end."""
         try:
             codec = get_codec(control.payload_codec)
             request = codec.decode(body)
-        except (ProtocolError, ValueError) as exc:
+        except (ProtocolError, ValueError) as exc:  # Dynamo: no call home at all
             self._log.warning("decode", "cannot decode request %s: %s", control.id, exc)
-            await home.send(encode_prologue(f"cannot decode the request: {exc}"))
+            typed = error_object(InvalidArgument(f"cannot decode the request: {exc}"))
+            await home.send(encode_prologue(typed["message"], typed))
+            return
+        try:
+            items = _start(handler, request, context)
+        except Exception as exc:  # the stream cannot start: Dynamo's failed prologue
+            self._handler_errors += 1
+            failed = prologue_error(exc)
+            await home.send(encode_prologue(failed["error"], failed["typed_error"]))
+            await home.finish(None)
             return
         await home.send(encode_prologue())
-        completed = await self._produce(handler, request, context, home, codec, handler_scope)
+        completed = await self._produce(items, context, home, codec, handler_scope)
         if completed and not context.is_stopped():
             await home.finish(codec)
 
     async def _produce(
         self,
-        handler: Handler,
-        request: Any,
+        items: AsyncIterator[Any],
         context: RequestContext,
         home: CallHomeSender,
         codec: PayloadCodec,
         scope: trio.CancelScope,
     ) -> bool:
-        """Run the handler, sending each item; False if it was stopped or killed."""
-        with scope:
-            try:
-                async with aclosing(handler(request, context)) as items:  # type: ignore[type-var]
-                    async for item in items:
-                        if not context.is_stopped():  # else the handler decides when to end
-                            await home.send(encode_item(codec, {"data": item}))
-            except Exception as exc:  # the handler's error goes to the caller
-                self._handler_errors += 1
-                await home.send(encode_item(codec, {"event": "error", "error": _error_object(exc)}))
-            return not context.is_stopped()
+        """Run the handler, sending each item; False if it was stopped or killed.
+
+        A call cancelled because the worker is closing sends Dynamo's
+        ``EngineShutdown`` error, so the caller knows to try elsewhere.
+        """
+        self._handler_scopes.add(scope)
+        try:
+            with scope:
+                try:
+                    async with aclosing(items):  # type: ignore[type-var]
+                        async for item in items:
+                            if not context.is_stopped():  # else the handler decides when to end
+                                await home.send(encode_item(codec, _wire_item(item)))
+                except Exception as exc:  # the handler's error goes to the caller
+                    self._handler_errors += 1
+                    await home.send(_error_frame(codec, exc))
+                return not context.is_stopped()
+        finally:
+            self._handler_scopes.discard(scope)
+        if self._closing and not context.is_stopped():  # cancelled by close, not by the caller
+            await home.send(_error_frame(codec, EngineShutdown("the worker is shutting down")))
+            return True
         return False  # killed: the scope was cancelled
+
+
+def _start(handler: Handler, request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    """Call the handler: its async iterator of items, or the error Dynamo reports for a
+    handler that is no async generator (a coroutine or generator it returned is closed)."""
+    items = handler(request, context)
+    if not isinstance(items, AsyncIterator):
+        close = getattr(items, "close", None)
+        if callable(close):
+            close()  # no "coroutine was never awaited"
+        raise AttributeError(f"{type(items).__name__!r} object has no attribute '__anext__'")  # noqa: TRY004 (Dynamo's text)
+    return items
+
+
+def _wire_item(item: Any) -> Any:
+    """What goes in Dynamo's item wrapper: an :class:`Annotated` as is, else ``{"data": item}``."""
+    return item.to_wire() if isinstance(item, Annotated) else {"data": item}
+
+
+def _error_frame(codec: PayloadCodec, exc: BaseException) -> bytes:
+    """The error item a Dynamo worker sends when its handler raises ``exc``."""
+    return encode_item(codec, {"event": "error", "error": error_object(exc)})
 
 
 async def serve_endpoint(

@@ -13,17 +13,24 @@ picked by the request's ``op`` (no ``op``: echo the request once):
 * ``error_before``: raise ``ValueError("boom")`` before the first item;
 * ``context``: yield the context's id and metadata;
 * ``size``: yield the length of the request's ``blob``;
+* ``raise``: yield ``after`` items, then raise ``exc`` (a builtin exception's or
+  Dynamo's exception class name) with the text ``msg``;
 * ``slow``: yield an item every ``interval`` seconds until stopped or killed,
   then write ``stopped``, ``killed`` (or ``closed`` if the generator was closed
   otherwise) to ``marker``, a file path.
+
+An endpoint whose name ends in ``notgen`` is served by a coroutine instead of an
+async generator (a handler that cannot start a stream).
 """
 
 import asyncio
+import builtins
 import contextlib
 import os
 import sys
 from pathlib import Path
 
+import dynamo._core
 from dynamo.runtime import DistributedRuntime
 
 
@@ -43,6 +50,12 @@ async def handler(request, context):  # type: ignore[no-untyped-def]
         # Dynamo 1.2.1's Context has no metadata.
         metadata = getattr(context, "metadata", None)
         yield {"id": context.id(), "metadata": dict(metadata.items()) if metadata else {}}
+    elif op == "raise":
+        for i in range(request.get("after", 0)):
+            yield {"i": i}
+        name = request["exc"]
+        cls = getattr(dynamo._core, name, None) or getattr(builtins, name)
+        raise cls(request["msg"])
     elif op == "size":
         yield {"size": len(request["blob"])}
     elif op == "slow":
@@ -62,13 +75,22 @@ async def handler(request, context):  # type: ignore[no-untyped-def]
         raise RuntimeError(f"unknown op {op!r}")
 
 
+async def notgen(request, context):  # type: ignore[no-untyped-def]
+    return {"never": "streamed"}
+
+
 async def main() -> None:
     loop = asyncio.get_running_loop()
     backend = os.environ.get("DYN_DISCOVERY_BACKEND", "file")
     runtime = DistributedRuntime(loop, backend, os.environ.get("DYN_REQUEST_PLANE", "tcp"))
     endpoints = [runtime.endpoint(name) for name in sys.argv[1:]]
     print("serving", flush=True)
-    await asyncio.gather(*(endpoint.serve_endpoint(handler) for endpoint in endpoints))
+    await asyncio.gather(
+        *(
+            endpoint.serve_endpoint(notgen if name.endswith("notgen") else handler)
+            for name, endpoint in zip(sys.argv[1:], endpoints, strict=True)
+        )
+    )
 
 
 if __name__ == "__main__":

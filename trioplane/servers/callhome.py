@@ -127,10 +127,12 @@ class CallHomeSender:
             link.close_now()  # a half-written frame: nothing more can go on this connection
             self._cancelled(STALLED)
 
-    async def finish(self, codec: PayloadCodec) -> None:
-        """End the stream (``complete_final``, then the sentinel) and wait, up to
-        ``sentinel_wait``, for the caller to close, as Dynamo's worker does."""
-        await self.send(encode_end(codec) + encode_sentinel())
+    async def finish(self, codec: PayloadCodec | None) -> None:
+        """End the stream (``complete_final``, then the sentinel; after a failed prologue,
+        ``codec=None``: the sentinel alone) and wait, up to ``sentinel_wait``, for the
+        caller to close, as Dynamo's worker does."""
+        end = encode_end(codec) if codec is not None else b""
+        await self.send(end + encode_sentinel())
         await self.wait_closed()
 
     async def wait_closed(self) -> None:

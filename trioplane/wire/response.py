@@ -32,6 +32,7 @@ from trioplane.wire.twopart import (
 )
 
 __all__ = [
+    "Annotated",
     "CANCEL_KILL",
     "CANCEL_STOP",
     "SENTINEL",
@@ -68,9 +69,56 @@ class Handshake:
 
 @dataclass(frozen=True)
 class Prologue:
-    """The stream started (``error`` is ``None``) or failed to start (then it is over)."""
+    """The stream started (``error`` is ``None``) or failed to start (then it is over).
+
+    A failed start may carry Dynamo's typed error object too (``typed_error``).
+    """
 
     error: Any = None
+    typed_error: Any = None
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """An item with Dynamo's annotations, as a Python worker's stream carries it.
+
+    ``data`` is the item (``None`` for an annotation-only item), ``event`` a name
+    (``"error"`` marks an error), ``comment`` lines of text, ``id`` an item id.
+    ``generate(..., annotated=True)`` yields these; a handler may yield one to send
+    annotations (what Dynamo's client returns with ``annotated=True``).
+    """
+
+    data: Any = None
+    event: str | None = None
+    comment: list[str] | None = None
+    id: str | None = None
+
+    def is_error(self) -> bool:
+        return self.event == "error"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The annotated object in Dynamo's field order (unset fields left out)."""
+        wire: dict[str, Any] = {}
+        for name in ("data", "id", "event", "comment"):
+            value = getattr(self, name)
+            if value is not None:
+                wire[name] = value
+        return wire
+
+    @classmethod
+    def from_wire(cls, item: Any) -> Annotated:
+        """The annotated object a worker sent (anything else is bare data)."""
+        if not isinstance(item, Mapping):
+            return cls(data=item)
+        comment = item.get("comment")
+        if isinstance(comment, str):
+            comment = [comment]
+        return cls(
+            data=item.get("data"),
+            event=item.get("event") if isinstance(item.get("event"), str) else None,
+            comment=list(comment) if isinstance(comment, list) else None,
+            id=item.get("id") if isinstance(item.get("id"), str) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -208,7 +256,7 @@ class ResponseStreamDecoder:
         error = obj["error"]
         self._state = _ITEMS if error is None else _DONE
         self._first_item = True
-        return Prologue(error)
+        return Prologue(error, obj.get("typed_error"))
 
     def _item(self, body: bytes) -> Item | End | Rejected:
         assert self.codec is not None
@@ -247,9 +295,15 @@ class ResponseStreamDecoder:
 # -- the worker's side ------------------------------------------------------------------
 
 
-def encode_prologue(error: Any = None) -> bytes:
-    """``{"error":null}`` to start the stream, or the error that ends it at once."""
-    return encode_two_part(_PROLOGUE_OK if error is None else dump_json({"error": error}))
+def encode_prologue(error: Any = None, typed_error: Mapping[str, Any] | None = None) -> bytes:
+    """``{"error":null}`` to start the stream, or the error that ends it at once, with
+    Dynamo's ``typed_error`` object when given (:func:`~trioplane.wire.errors.prologue_error`)."""
+    if error is None:
+        return encode_two_part(_PROLOGUE_OK)
+    obj: dict[str, Any] = {"error": error}
+    if typed_error is not None:
+        obj["typed_error"] = typed_error
+    return encode_two_part(dump_json(obj))
 
 
 def encode_item(codec: PayloadCodec, data: Any) -> bytes:

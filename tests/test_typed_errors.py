@@ -191,7 +191,7 @@ async def forwarding(request: Any, context: RequestContext) -> AsyncIterator[Any
             yield item
 
 
-ENDPOINTS = {
+ENDPOINTS: dict[str, Any] = {  # not_a_generator is no Handler, on purpose
     "ns.t.raise": raising,
     "ns.t.annotate": annotating,
     "ns.t.notgen": not_a_generator,

@@ -111,7 +111,7 @@ async def test_call_prints_one_json_line_per_item(tmp_path: Path) -> None:
             lambda call: [encode_prologue(), encode_item(call.codec, {"event": "error",
                           "error": {"message": "ValueError: boom"}})],
             [],
-            "RemoteError: ValueError: boom",
+            "RemoteUnknown: ValueError: boom",
         ),
         (lambda call: Reply.reject("Server overloaded: busy"), [], "WorkerOverloaded"),
         (lambda call: [encode_prologue()], [], "StreamIncomplete"),

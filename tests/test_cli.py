@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -101,6 +102,25 @@ async def test_call_prints_one_json_line_per_item(tmp_path: Path) -> None:
     lines = result.stdout.decode().splitlines()
     assert [json.loads(line) for line in lines] == [{"i": i, "echo": {"q": "é"}} for i in range(3)]
     assert fake.calls[0].control.payload_codec == "json"
+    assert result.stderr == b""  # no --stats
+
+
+async def test_call_stats_time_the_call_on_stderr(tmp_path: Path) -> None:
+    def script(call: FakeCall) -> list[Action]:
+        return stream_frames(call.codec, [{"i": i} for i in range(5)])
+
+    async with open_fake_endpoint_worker(script) as fake:
+        write_record(tmp_path, fake.instance("ns.comp.ep", 0xABC))
+        result = await run_cli(
+            "call", "ns.comp.ep", "{}", "--discovery-dir", str(tmp_path), "--stats"
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.decode().splitlines()) == 5  # stdout keeps only the items
+    (line,) = result.stderr.decode().splitlines()
+    assert re.fullmatch(
+        r"ack \d+\.\d ms, first item \d+\.\d ms, total \d+\.\d ms, 5 items \([\d,]+ items/s\)",
+        line,
+    ), line
 
 
 @pytest.mark.parametrize(

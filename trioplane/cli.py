@@ -121,10 +121,43 @@ async def call(args: argparse.Namespace, request: Any) -> None:
                 f"no instances of {client.endpoint_path} found in "
                 f"{describe(client.discovery)} within {args.wait:g} s"
             )
+        timing = CallTiming()
         with trio.fail_after(args.timeout if args.timeout is not None else math.inf):
             async with client.generate(request, instance_id=args.instance_id) as responses:
+                timing.acked()
                 async for item in responses:
+                    timing.item()
                     print(json.dumps(item, ensure_ascii=False, default=_jsonable), flush=True)
+        if args.stats:
+            print(timing.summary(), file=sys.stderr)
+
+
+class CallTiming:
+    """When a call was acked, when its first item came, how many items, how long."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.ack: float | None = None
+        self.first: float | None = None
+        self.items = 0
+
+    def acked(self) -> None:
+        self.ack = time.perf_counter() - self.start
+
+    def item(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.start
+        self.items += 1
+
+    def summary(self) -> str:
+        """One line: ``ack 1.2 ms, first item 3.4 ms, total 9.9 ms, 20 items (2,020 items/s)``."""
+        total = time.perf_counter() - self.start
+        first = f"{self.first * 1e3:.1f} ms" if self.first is not None else "none"
+        rate = f"{self.items / total:,.0f}" if total > 0 else "-"
+        return (
+            f"ack {(self.ack or 0.0) * 1e3:.1f} ms, first item {first}, "
+            f"total {total * 1e3:.1f} ms, {self.items} items ({rate} items/s)"
+        )
 
 
 def instance_line(instance: trioplane.Instance) -> str:
@@ -257,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     call_parser.add_argument("--timeout", type=float, help="seconds for the whole call")
     call_parser.add_argument(
         "--nats-server", help="NATS server URL for instances on NATS (default: $NATS_SERVER)"
+    )
+    call_parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="after the stream, print on stderr: time to ack, to first item, total, items/s",
     )
     instances_parser = commands.add_parser(
         "instances",

@@ -7,6 +7,7 @@ cases against real Dynamo processes are in test_dynamo_parity.py.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,12 @@ async def annotating(request: Any, context: RequestContext) -> AsyncIterator[Any
     yield Annotated(data={"token": 2}, id="2")
 
 
+async def unencodable(request: Any, context: RequestContext) -> AsyncIterator[Any]:
+    yield {"i": 0}
+    yield object()
+    yield {"i": "never sent"}
+
+
 async def not_a_generator(request: Any, context: RequestContext) -> Any:
     return {"never": "streamed"}
 
@@ -195,6 +202,7 @@ ENDPOINTS: dict[str, Any] = {  # not_a_generator is no Handler, on purpose
     "ns.t.raise": raising,
     "ns.t.annotate": annotating,
     "ns.t.notgen": not_a_generator,
+    "ns.t.unencodable": unencodable,
     "ns.t.context": echo_context,
     "ns.t.slow": slow,
     "ns.t.forward": forwarding,
@@ -292,3 +300,40 @@ async def test_a_stopped_upstream_call_stops_a_call_started_after(kv: Path) -> N
     async with client(kv, "ns.t.slow") as c:
         await c.call({}, context=upstream)  # ends: told to stop at once
     assert seen["inner"] == "stopped"
+
+
+async def test_an_item_the_codec_cannot_encode_ends_the_stream_as_dynamo_does(kv: Path) -> None:
+    async with client(kv, "ns.t.unencodable", codec="json") as c:
+        items = []
+        async with c.generate({}) as stream:
+            with pytest.raises(trioplane.RemoteUnknown) as caught:  # noqa: PT012
+                async for item in stream:
+                    items.append(item)
+    assert items == [{"i": 0}]
+    assert str(caught.value).startswith("critical error: failed serializing Python response as")
+    assert caught.value.reason == "runtime.unclassified"
+
+
+async def test_a_handler_error_is_logged_once_with_its_traceback_and_request_id(
+    kv: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="trioplane"):
+        async with client(kv, "ns.t.raise") as c:
+            with pytest.raises(trioplane.InvalidArgument):
+                await c.call({"exc": "ValueError", "msg": "boom"}, request_id="req-42")
+    (record,) = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert record.name == "trioplane.worker"
+    assert record.levelno == logging.ERROR
+    assert "req-42" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ValueError)
+
+
+async def test_successful_calls_log_nothing_at_info(
+    kv: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="trioplane"):
+        async with client(kv, "ns.t.context") as c:
+            for _ in range(20):
+                await c.call({})
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []

@@ -64,7 +64,7 @@ from trioplane.servers.callhome import KILL, STALLED
 from trioplane.tls import TcpTls
 from trioplane.wire.codecs import PayloadCodec, get_codec
 from trioplane.wire.control import ControlMessage
-from trioplane.wire.errors import error_object, prologue_error
+from trioplane.wire.errors import error_object, prologue_error, unencodable_item_error
 from trioplane.wire.rejections import WORKER_AT_CAPACITY, is_overloaded, unknown_endpoint
 from trioplane.wire.response import Annotated, encode_item, encode_prologue
 from trioplane.wire.tcp import RequestFrame
@@ -574,6 +574,7 @@ class Worker:
             items = _start(handler, request, context)
         except Exception as exc:  # the stream cannot start: Dynamo's failed prologue
             self._handler_errors += 1
+            self._log.exception("handler", "handler failed on request %s: %r", control.id, exc)
             failed = prologue_error(exc)
             await home.send(encode_prologue(failed["error"], failed["typed_error"]))
             await home.finish(None)
@@ -599,14 +600,25 @@ class Worker:
         self._handler_scopes.add(scope)
         try:
             with scope:
-                try:
-                    async with aclosing(items):  # type: ignore[type-var]
+                async with aclosing(items):  # type: ignore[type-var]
+                    try:
                         async for item in items:
-                            if not context.is_stopped():  # else the handler decides when to end
-                                await home.send(encode_item(codec, _wire_item(item)))
-                except Exception as exc:  # the handler's error goes to the caller
-                    self._handler_errors += 1
-                    await home.send(_error_frame(codec, exc))
+                            if context.is_stopped():  # the handler decides when to end
+                                continue
+                            try:
+                                frame = encode_item(codec, _wire_item(item))
+                            except ValueError as exc:  # Dynamo ends the stream there
+                                self._log.warning("encode", "request %s: %s", context.id(), exc)
+                                error = unencodable_item_error(codec.name, exc)
+                                await home.send(encode_item(codec, error))
+                                return True
+                            await home.send(frame)
+                    except Exception as exc:  # the handler's error goes to the caller
+                        self._handler_errors += 1
+                        self._log.exception(
+                            "handler", "handler failed on request %s: %r", context.id(), exc
+                        )
+                        await home.send(_error_frame(codec, exc))
                 return not context.is_stopped()
         finally:
             self._handler_scopes.discard(scope)

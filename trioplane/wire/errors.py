@@ -20,7 +20,13 @@ from typing import Any
 
 from trioplane._errors import REMOTE_ERRORS, RemoteError, RemoteUnknown
 
-__all__ = ["error_object", "prologue_error", "remote_error", "type_name"]
+__all__ = [
+    "error_object",
+    "prologue_error",
+    "remote_error",
+    "type_name",
+    "unencodable_item_error",
+]
 
 #: Built-in exceptions and the Dynamo type a Dynamo worker reports them as (most
 #: specific first); anything else is ``Unknown``.
@@ -92,6 +98,22 @@ def prologue_error(exc: BaseException) -> dict[str, Any]:
     return {
         "error": f"Generate Error: {message}",
         "typed_error": {
+            "error_type": "Unknown",
+            "class": "Internal",
+            "reason": "runtime.unclassified",
+            "message": message,
+            "diagnostic": message,
+        },
+    }
+
+
+def unencodable_item_error(codec_name: str, exc: BaseException) -> dict[str, Any]:
+    """The error item a Dynamo 1.6.1 worker sends, and ends the stream with, when its
+    handler yields something the codec cannot encode."""
+    message = f"critical error: failed serializing Python response as {codec_name}: {exc}"
+    return {
+        "event": "error",
+        "error": {
             "error_type": "Unknown",
             "class": "Internal",
             "reason": "runtime.unclassified",

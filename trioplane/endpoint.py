@@ -49,6 +49,7 @@ from trioplane.response_plane import (
 )
 from trioplane.routing import Router, RouterMode
 from trioplane.tls import TcpTls
+from trioplane.tracing import Tracing, record_failure, trace_headers
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.transports.tcp import TcpClientOptions
 from trioplane.transports.unified import (
@@ -75,6 +76,7 @@ from trioplane.wire.response import (
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span, TracerProvider
     from typing_extensions import Unpack
 
     from trioplane.transports.http import HttpClientOptions
@@ -148,6 +150,8 @@ class EndpointClientOptions(TypedDict, total=False):
     * ``request_plane``: a :class:`~trioplane.RequestPlaneClient` of yours to send
       with (it must take the unified addresses of :func:`~trioplane.open_request_plane`);
       by default the endpoint client opens a unified one itself.
+    * ``tracer_provider``: an OpenTelemetry tracer provider for the calls' spans
+      (default: the global one, once configured; see :mod:`trioplane.tracing`).
     """
 
     router_mode: RouterMode
@@ -170,6 +174,7 @@ class EndpointClientOptions(TypedDict, total=False):
     nats_servers: str | Sequence[str]
     nats: NatsOptions
     request_plane: RequestPlaneClient
+    tracer_provider: TracerProvider
 
 
 def error_item(item: Mapping[str, Any]) -> RemoteError:
@@ -187,6 +192,23 @@ def failed_start(prologue: Prologue) -> RemoteError:
     if isinstance(prologue.typed_error, Mapping):
         return remote_error(prologue.typed_error)
     return RemoteUnknown({"message": str(prologue.error)})
+
+
+def _outcome(exc: BaseException) -> str:
+    """Dynamo's ``request.outcome`` for a call that failed with ``exc``."""
+    if isinstance(exc, WorkerOverloaded):
+        return "rejected"
+    if isinstance(exc, (WorkerUnavailable, NoInstances)):
+        return "unavailable"
+    if isinstance(exc, ConnectError):
+        return "connection_failed"
+    if isinstance(exc, (CallHomeTimeout, trio.TooSlowError)):
+        return "timeout"
+    if isinstance(exc, trio.Cancelled):
+        return "cancelled"
+    if isinstance(exc, StreamIncomplete) and not isinstance(exc, RemoteError):
+        return "worker_disconnected"
+    return "error"
 
 
 def rejection_error(ack: bytes | str, instance_id: int | None = None) -> WorkerRejected:
@@ -237,6 +259,7 @@ class ResponseStream:
         self._context = context
         self._forwarder = trio.CancelScope()
         self._forwarded: str | None = None
+        self._span: Span | None = None
         self._request = request
         self._instance_id = instance_id
         self._request_id = request_id
@@ -261,9 +284,27 @@ class ResponseStream:
             raise RuntimeError("a ResponseStream can be entered once")
         self._entered = True
         self._drops_before = self._client.response_plane.dropped_connections
-        self._call_home, self.instance, self.request_id = await self._client._start_call(
-            self._request, self._instance_id, self._metadata, self._headers, self._request_id
+        client = self._client
+        request_id = self._request_id or str(uuid.uuid4())  # one id for every attempt
+        span = client.tracing.start_client_span(
+            request_id,
+            client.router.mode if self._instance_id is None else "direct",
+            getattr(self._context, "span", None),  # a handler's span, forwarding its context
         )
+        headers = self._headers if span is None else {**self._headers, **trace_headers(span)}
+        try:
+            self._call_home, self.instance, self.request_id = await client._start_call(
+                self._request, self._instance_id, self._metadata, headers, request_id
+            )
+        except BaseException as exc:
+            if span is not None:
+                span.set_attribute("request.outcome", _outcome(exc))
+                record_failure(span, exc)
+                span.end()
+            raise
+        if span is not None:
+            span.set_attribute("worker_id", str(self.instance.instance_id))
+            self._span = span
         self._client._calls.add(self)
         self._deadline = trio.current_time() + self._client.call_home_timeout
         nursery = self._client._nursery
@@ -308,8 +349,11 @@ class ResponseStream:
             raise StopAsyncIteration
         try:
             return await self._next_item(call_home)
-        except TrioplaneError:
+        except TrioplaneError as exc:
             self._finished = self._failed = True
+            if self._span is not None:
+                self._span.set_attribute("request.outcome", _outcome(exc))
+                record_failure(self._span, exc)
             raise
 
     async def _next_item(self, call_home: CallHome) -> Any:
@@ -399,6 +443,8 @@ class ResponseStream:
         if call_home is None:
             return b""
         self._closed = True
+        if self._span is not None:
+            self._end_span(call_home)
         self._client._call_ended(self)
         done = self._finished or call_home.decoder.ended
         connection = call_home.connection
@@ -417,6 +463,17 @@ class ResponseStream:
         call_home.close(linger=done or self._failed)
         self._finished = True
         return b""
+
+    def _end_span(self, call_home: CallHome) -> None:
+        span, self._span = self._span, None
+        assert span is not None
+        if not self._failed:
+            ended = self._finished or call_home.decoder.ended
+            span.set_attribute("request.outcome", "success" if ended else "cancelled")
+            if not ended:
+                span.set_attribute("cancellation.signal", self._client.cancel_mode)
+        span.add_event("route request completed")
+        span.end()
 
     async def _send_cancel(self, unsent: bytes) -> None:
         """Write the rest of the cancel frame (shielded, ``CLOSE_TIMEOUT``), then close."""
@@ -460,6 +517,7 @@ class EndpointClient(AsyncResource):
         if self.cancel_mode not in (CANCEL_STOP, CANCEL_KILL):
             raise ValueError("cancel_mode must be 'stop' or 'kill'")
         self.close_grace_period = options.get("close_grace_period", 5.0)
+        self.tracing = Tracing(options.get("tracer_provider"))
         self.tls = options.get("tls") or TcpTls.from_env()
         self._plane_options: RequestPlaneOptions = {}
         for key in ("tcp", "http", "websocket", "nats_servers", "nats"):

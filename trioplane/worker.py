@@ -62,6 +62,14 @@ from trioplane.servers import (
 )
 from trioplane.servers.callhome import KILL, STALLED
 from trioplane.tls import TcpTls
+from trioplane.tracing import (
+    Tracing,
+    current,
+    parent_span_id,
+    record_failure,
+    span_ids,
+    trace_headers,
+)
 from trioplane.wire.codecs import PayloadCodec, get_codec
 from trioplane.wire.control import ControlMessage
 from trioplane.wire.errors import error_object, prologue_error, unencodable_item_error
@@ -71,6 +79,8 @@ from trioplane.wire.tcp import RequestFrame
 from trioplane.wire.twopart import decode_two_part
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span, TracerProvider
+
     from trioplane.servers.http import HttpPlaneServer, HttpPlaneStatistics
 
 __all__ = [
@@ -102,6 +112,8 @@ class RequestContext:
         self.request_id = request_id
         self.metadata = dict(metadata)
         self.headers = dict(headers)
+        #: The OpenTelemetry span of this request (``handle_payload``), when tracing is on.
+        self.span: Span | None = None
         self._stopped = trio.Event()
         self._killed = False
 
@@ -120,6 +132,36 @@ class RequestContext:
     async def wait_stopped(self) -> None:
         """Until the caller stops the call."""
         await self._stopped.wait()
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace this request is part of (hex), or ``None`` with tracing off."""
+        ids = span_ids(self.span)
+        return ids[0] if ids else None
+
+    @property
+    def span_id(self) -> str | None:
+        """This request's span id (hex), or ``None`` with tracing off."""
+        ids = span_ids(self.span)
+        return ids[1] if ids else None
+
+    @property
+    def parent_span_id(self) -> str | None:
+        """The caller's span id (hex), or ``None`` (no caller span, or tracing off)."""
+        return parent_span_id(self.span)
+
+    def trace_headers(self) -> dict[str, str] | None:
+        """What a call made for this request sends on (Dynamo's ``trace_headers()``):
+        ``traceparent`` naming this request's span, ``tracestate``, ``x-request-id``
+        and ``request-id``; ``None`` with tracing off."""
+        if self.span is None:
+            return None
+        headers = trace_headers(self.span)
+        upstream = {k.lower(): v for k, v in self.headers.items()}
+        if "x-request-id" in upstream:
+            headers["x-request-id"] = upstream["x-request-id"]
+        headers["request-id"] = self.request_id
+        return headers
 
     def _cancel(self, why: str) -> None:
         """The call home heard ``why``: stop, or kill (a stalled caller is killed too)."""
@@ -208,6 +250,7 @@ class Worker:
         call_home: CallHomeLimits | None = None,
         tls: TcpTls | None = None,
         health_check: HealthCheck | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
@@ -245,6 +288,7 @@ class Worker:
         self.call_home_limits = call_home or CallHomeLimits()
         self.tls = tls or TcpTls.from_env()
         self.health_check = health_check
+        self.tracing = Tracing(tracer_provider)
         checked = health_check.endpoint if health_check is not None else None
         if checked is not None and parse_endpoint(checked) not in self.handlers:
             raise ValueError(f"the health check's endpoint {checked!r} is not served")
@@ -496,7 +540,7 @@ class Worker:
         self._active += 1
         self._accepted += 1
         self._last_call = trio.current_time()
-        self._calls.start_soon(self._call, route[0], frame)
+        self._calls.start_soon(self._call, route, frame)
         return ""
 
     def _policy(self, frame: RequestFrame) -> Reply:
@@ -506,9 +550,9 @@ class Worker:
 
     # -- one call ------------------------------------------------------------------------
 
-    async def _call(self, handler: Handler, frame: RequestFrame) -> None:
+    async def _call(self, route: tuple[Handler, Instance], frame: RequestFrame) -> None:
         try:
-            await self._stream_call(handler, frame)
+            await self._stream_call(*route, frame)
         except Exception:
             log.exception("call on %s failed", frame.path)
         finally:
@@ -517,7 +561,7 @@ class Worker:
                 self._idle.set()
                 self._idle = trio.Event()
 
-    async def _stream_call(self, handler: Handler, frame: RequestFrame) -> None:
+    async def _stream_call(self, handler: Handler, instance: Instance, frame: RequestFrame) -> None:
         try:
             message = decode_two_part(frame.payload)
             control = ControlMessage.decode(message.header)
@@ -527,6 +571,23 @@ class Worker:
             )
             return  # as Dynamo: acked, and nowhere to call home
         context = RequestContext(control.id, control.metadata, frame.headers)
+        context.span = self.tracing.start_server_span(
+            frame.headers,
+            (instance.namespace, instance.component, instance.endpoint),
+            instance.instance_id,
+            control.id,
+        )
+        with current(context.span):
+            await self._serve_call(handler, frame, control, message.body, context)
+
+    async def _serve_call(
+        self,
+        handler: Handler,
+        frame: RequestFrame,
+        control: ControlMessage,
+        body: bytes,
+        context: RequestContext,
+    ) -> None:
         handler_scope = trio.CancelScope()
 
         def on_cancel(why: str) -> None:
@@ -538,7 +599,7 @@ class Worker:
             async with open_call_home(
                 control.call_home, limits=self.call_home_limits, tls=self.tls, on_cancel=on_cancel
             ) as home:
-                await self._respond(home, handler, message.body, control, context, handler_scope)
+                await self._respond(home, handler, body, control, context, handler_scope)
             failure = home.failure
         except ConnectError as exc:
             failure = str(exc)
@@ -574,6 +635,7 @@ class Worker:
             items = _start(handler, request, context)
         except Exception as exc:  # the stream cannot start: Dynamo's failed prologue
             self._handler_errors += 1
+            record_failure(context.span, exc)
             self._log.exception("handler", "handler failed on request %s: %r", control.id, exc)
             failed = prologue_error(exc)
             await home.send(encode_prologue(failed["error"], failed["typed_error"]))
@@ -615,6 +677,7 @@ class Worker:
                             await home.send(frame)
                     except Exception as exc:  # the handler's error goes to the caller
                         self._handler_errors += 1
+                        record_failure(context.span, exc)
                         self._log.exception(
                             "handler", "handler failed on request %s: %r", context.id(), exc
                         )

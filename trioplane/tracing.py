@@ -139,12 +139,22 @@ def span_ids(span: Span | None) -> tuple[str, str] | None:
 
 
 def trace_headers(span: Span | None) -> dict[str, str]:
-    """``traceparent`` (and ``tracestate``) naming ``span`` as the parent; ``{}`` if none."""
-    if span is None or _W3C is None or otel_trace is None:
+    """``traceparent`` (and ``tracestate``) naming ``span`` as the parent; ``{}`` if none.
+
+    The flags are W3C level 1's (sampled or not): Dynamo 1.6.1 ignores a
+    ``traceparent`` with level 2's "random" flag, which recent SDKs set on new traces.
+    """
+    if span is None:
         return {}
-    carrier: dict[str, str] = {}
-    _W3C.inject(carrier, context=otel_trace.set_span_in_context(span))
-    return carrier
+    context = span.get_span_context()
+    if not context.is_valid:
+        return {}
+    flags = context.trace_flags & 0x01
+    headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"}
+    state = context.trace_state.to_header() if context.trace_state else ""
+    if state:
+        headers["tracestate"] = state
+    return headers
 
 
 def current(span: Span | None) -> AbstractContextManager[Any]:

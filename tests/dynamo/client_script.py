@@ -9,7 +9,8 @@ if the stream raised. With ``stop_after`` it stops reading after that many items
 (the Dynamo client then kills the call). ``--batch``: REQUEST_JSON is a list, one
 call each, and each call prints one line ``{"call": [its lines]}``. ``--annotated``
 prints each item's ``data``, ``event``, ``comments`` and ``id``. ``--context`` and
-``--metadata`` pass ``Context(id, metadata)``.
+``--metadata`` pass ``Context(id, metadata)``. ``$CLIENT_LINGER`` seconds are waited
+before shutting down (Dynamo's client does not flush its spans on shutdown).
 """
 
 import argparse
@@ -71,6 +72,7 @@ async def main() -> None:
     else:
         for line in await one_call(client, request, args):
             print(json.dumps(line), flush=True)
+    await asyncio.sleep(float(os.environ.get("CLIENT_LINGER", "0")))
     runtime.shutdown()
 
 

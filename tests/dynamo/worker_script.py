@@ -12,6 +12,8 @@ picked by the request's ``op`` (no ``op``: echo the request once):
 * ``error_after``: yield one item, then raise ``ValueError("boom")``;
 * ``error_before``: raise ``ValueError("boom")`` before the first item;
 * ``context``: yield the context's id and metadata;
+* ``trace``: yield the context's trace id, span id and parent span id (``None``
+  unless the worker traces: ``DYN_LOGGING_JSONL`` or ``OTEL_EXPORT_ENABLED``);
 * ``size``: yield the length of the request's ``blob``;
 * ``raise``: yield ``after`` items, then raise ``exc`` (a builtin exception's or
   Dynamo's exception class name) with the text ``msg``;
@@ -56,6 +58,12 @@ async def handler(request, context):  # type: ignore[no-untyped-def]
         name = request["exc"]
         cls = getattr(dynamo._core, name, None) or getattr(builtins, name)
         raise cls(request["msg"])
+    elif op == "trace":
+        yield {
+            "trace_id": context.trace_id,
+            "span_id": context.span_id,
+            "parent_span_id": context.parent_span_id,
+        }
     elif op == "size":
         yield {"size": len(request["blob"])}
     elif op == "slow":

@@ -40,6 +40,7 @@ from trioplane._types import ClientStats, Instance, RequestPlaneClient
 from trioplane._util import AsyncResource, Latest, check_options, running
 from trioplane.addresses import parse_endpoint, parse_tcp_address
 from trioplane.discovery import DiscoverySource, as_discovery
+from trioplane.metrics import CallerMetrics, as_metrics
 from trioplane.nats import NatsOptions
 from trioplane.response_plane import (
     CallHome,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
     from typing_extensions import Unpack
 
+    from trioplane.metrics import Metrics
     from trioplane.transports.http import HttpClientOptions
     from trioplane.transports.websocket import WebSocketClientOptions
 
@@ -150,6 +152,8 @@ class EndpointClientOptions(TypedDict, total=False):
     * ``request_plane``: a :class:`~trioplane.RequestPlaneClient` of yours to send
       with (it must take the unified addresses of :func:`~trioplane.open_request_plane`);
       by default the endpoint client opens a unified one itself.
+    * ``metrics``: a :class:`trioplane.metrics.Metrics` (or ``True``: prometheus-client's
+      default registry) to record Dynamo's caller metrics in (default: none recorded).
     * ``tracer_provider``: an OpenTelemetry tracer provider for the calls' spans
       (default: the global one, once configured; see :mod:`trioplane.tracing`).
     """
@@ -174,6 +178,7 @@ class EndpointClientOptions(TypedDict, total=False):
     nats_servers: str | Sequence[str]
     nats: NatsOptions
     request_plane: RequestPlaneClient
+    metrics: Metrics | bool
     tracer_provider: TracerProvider
 
 
@@ -192,6 +197,25 @@ def failed_start(prologue: Prologue) -> RemoteError:
     if isinstance(prologue.typed_error, Mapping):
         return remote_error(prologue.typed_error)
     return RemoteUnknown({"message": str(prologue.error)})
+
+
+@dataclass
+class _Timing:
+    """When a call entered ``generate`` and when its request was sent (for metrics)."""
+
+    started: float
+    send_began: float = 0.0
+    sent: float = 0.0
+
+    def sending(self, samples: CallerMetrics | None) -> None:
+        self.send_began = time.perf_counter()
+        if samples is not None:
+            samples.queue.observe(self.send_began - self.started)
+
+    def sent_now(self, samples: CallerMetrics | None) -> None:
+        self.sent = time.perf_counter()
+        if samples is not None:
+            samples.send.observe(self.sent - self.send_began)
 
 
 def _outcome(exc: BaseException) -> str:
@@ -260,6 +284,7 @@ class ResponseStream:
         self._forwarder = trio.CancelScope()
         self._forwarded: str | None = None
         self._span: Span | None = None
+        self._timing: _Timing | None = None
         self._request = request
         self._instance_id = instance_id
         self._request_id = request_id
@@ -285,6 +310,7 @@ class ResponseStream:
         self._entered = True
         self._drops_before = self._client.response_plane.dropped_connections
         client = self._client
+        timing = self._timing = _Timing(time.perf_counter()) if client.metrics_samples else None
         request_id = self._request_id or str(uuid.uuid4())  # one id for every attempt
         span = client.tracing.start_client_span(
             request_id,
@@ -294,9 +320,11 @@ class ResponseStream:
         headers = self._headers if span is None else {**self._headers, **trace_headers(span)}
         try:
             self._call_home, self.instance, self.request_id = await client._start_call(
-                self._request, self._instance_id, self._metadata, headers, request_id
+                self._request, self._instance_id, self._metadata, headers, request_id, timing
             )
         except BaseException as exc:
+            if client.metrics_samples is not None:
+                client.metrics_samples.failed(_outcome(exc))
             if span is not None:
                 span.set_attribute("request.outcome", _outcome(exc))
                 record_failure(span, exc)
@@ -348,13 +376,32 @@ class ResponseStream:
         if self._finished:
             raise StopAsyncIteration
         try:
-            return await self._next_item(call_home)
+            item = await self._next_item(call_home)
         except TrioplaneError as exc:
+            self._first_frame()
             self._finished = self._failed = True
+            samples = self._client.metrics_samples
+            if samples is not None:
+                if isinstance(exc, CallHomeTimeout):
+                    samples.call_home_timeouts += 1
+                samples.failed(_outcome(exc))
             if self._span is not None:
                 self._span.set_attribute("request.outcome", _outcome(exc))
                 record_failure(self._span, exc)
             raise
+        except StopAsyncIteration:
+            self._first_frame()
+            raise
+        if self._timing is not None:
+            self._first_frame()
+        return item
+
+    def _first_frame(self) -> None:
+        """Observe the round trip to the first item (or error, or end), once."""
+        timing, self._timing = self._timing, None
+        samples = self._client.metrics_samples
+        if timing is not None and samples is not None and timing.sent:
+            samples.first_item.observe(time.perf_counter() - timing.sent)
 
     async def _next_item(self, call_home: CallHome) -> Any:
         connection = call_home.connection
@@ -518,6 +565,9 @@ class EndpointClient(AsyncResource):
             raise ValueError("cancel_mode must be 'stop' or 'kill'")
         self.close_grace_period = options.get("close_grace_period", 5.0)
         self.tracing = Tracing(options.get("tracer_provider"))
+        self.metrics = as_metrics(options.get("metrics"))
+        #: What this client records for :attr:`metrics` (``None`` when it records nothing).
+        self.metrics_samples = CallerMetrics() if self.metrics is not None else None
         self.tls = options.get("tls") or TcpTls.from_env()
         self._plane_options: RequestPlaneOptions = {}
         for key in ("tcp", "http", "websocket", "nats_servers", "nats"):
@@ -549,6 +599,8 @@ class EndpointClient(AsyncResource):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the transports, the response plane and the watcher; use with ``nursery.start``."""
+        if self.metrics is not None:
+            self.metrics.attach(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -564,6 +616,8 @@ class EndpointClient(AsyncResource):
         finally:
             self._closing = True
             self._stopped.set()
+            if self.metrics is not None:
+                self.metrics.detach(self)
 
     async def _watch_discovery(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -612,6 +666,9 @@ class EndpointClient(AsyncResource):
         await trio.lowlevel.checkpoint()
 
     def _attempt_failed(self, instance: Instance, call_home: CallHome, exc: Exception) -> None:
+        if self.metrics_samples is not None and isinstance(exc, WorkerRejected):
+            reason = "overloaded" if isinstance(exc, WorkerOverloaded) else "unavailable"
+            self.metrics_samples.rejected(reason)
         """An attempt that never started a stream: release it, remember an overload."""
         self.router.finished(instance.instance_id)
         call_home.close()
@@ -769,6 +826,13 @@ class EndpointClient(AsyncResource):
         async with stream as responses:
             return [item async for item in responses]
 
+    def _transport_stats(self) -> dict[str, ClientStats]:
+        """Each request-plane transport's counters, by kind (for metrics)."""
+        plane = self._plane
+        if isinstance(plane, UnifiedClient):
+            return plane.stats_by_transport()
+        return {plane.transport_name: plane.stats()} if plane is not None else {}
+
     def _reachable_kinds(self) -> set[str]:
         if isinstance(self._plane, UnifiedClient):
             return self._plane.kinds()
@@ -789,6 +853,7 @@ class EndpointClient(AsyncResource):
         metadata: dict[str, str],
         headers: dict[str, str],
         request_id: str | None,
+        timing: _Timing | None = None,
     ) -> tuple[CallHome, Instance, str]:
         if self._closing or self._nursery is None:
             await trio.lowlevel.checkpoint()
@@ -811,10 +876,14 @@ class EndpointClient(AsyncResource):
             call_home = self.response_plane.register()
             call_home.decoder.codec = codec
             self.router.started(instance.instance_id)
+            if timing is not None:
+                timing.sending(self.metrics_samples)
             try:
                 ack = await self._send(
                     instance, request_id, call_home, codec, bodies[codec.name], metadata, headers
                 )
+                if timing is not None:
+                    timing.sent_now(self.metrics_samples)
             except (ConnectError, WorkerRejected) as exc:
                 # Never reached the worker, or refused (an HTTP status): another may serve it.
                 self._attempt_failed(instance, call_home, exc)

@@ -18,14 +18,10 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-try:
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError:  # the extra is not installed: every function here is a no-op
-    otel_trace = None  # type: ignore[assignment]
-    TraceContextTextMapPropagator = None  # type: ignore[assignment,misc]
-
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from opentelemetry.propagators.textmap import TextMapPropagator
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
 __all__ = [
@@ -49,7 +45,26 @@ ROUTER_MODES = {
     "power_of_two": "PowerOfTwo",
     "direct": "Direct",
 }
-_W3C = TraceContextTextMapPropagator() if TraceContextTextMapPropagator is not None else None
+_UNLOADED: Any = object()
+#: ``opentelemetry.trace``, imported on first use (``None``: not installed).
+otel_trace: ModuleType | None = _UNLOADED
+_W3C: TextMapPropagator | None = None
+
+
+def _opentelemetry() -> ModuleType | None:
+    """``opentelemetry.trace``, imported the first time tracing is asked about."""
+    global otel_trace, _W3C
+    if otel_trace is _UNLOADED:
+        try:
+            from opentelemetry import trace
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
+        except ImportError:  # the extra is not installed: tracing is off
+            otel_trace = None
+        else:
+            otel_trace, _W3C = trace, TraceContextTextMapPropagator()
+    return otel_trace
 
 
 class Tracing:
@@ -57,17 +72,18 @@ class Tracing:
     once one is configured (checked per call, so one set up later is used)."""
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
-        if provider is not None and otel_trace is None:
+        if provider is not None and _opentelemetry() is None:
             raise RuntimeError("tracer_provider needs opentelemetry-api (trioplane[otel])")
         self._provider = provider
         self._tracers: dict[int, Tracer] = {}
 
     def tracer(self) -> Tracer | None:
         """The tracer to use now, or ``None`` when tracing is off."""
-        if otel_trace is None:
+        trace = _opentelemetry()
+        if trace is None:
             return None
-        provider = self._provider or otel_trace.get_tracer_provider()
-        if isinstance(provider, (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider)):
+        provider = self._provider or trace.get_tracer_provider()
+        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
             return None  # nothing configured: no spans, no headers
         tracer = self._tracers.get(id(provider))
         if tracer is None:
@@ -83,7 +99,7 @@ class Tracing:
         """A call's span (``router.route_request``, CLIENT), child of ``parent`` (the
         handler's span when the call forwards a context) or of the current span."""
         tracer = self.tracer()
-        if tracer is None:
+        if tracer is None or otel_trace is None:
             return None
         context = otel_trace.set_span_in_context(parent) if parent is not None else None
         return tracer.start_span(
@@ -107,7 +123,7 @@ class Tracing:
         """A handled request's span (``handle_payload``, SERVER), child of the caller's
         ``traceparent`` if it sent one, with Dynamo's attributes."""
         tracer = self.tracer()
-        if tracer is None or _W3C is None:
+        if tracer is None or _W3C is None or otel_trace is None:
             return None
         lowered = {k.lower(): v for k, v in headers.items()}
         parent = _W3C.extract(lowered)
@@ -162,7 +178,8 @@ def current(span: Span | None) -> AbstractContextManager[Any]:
     and end it on exit, recording an exception that escapes; nothing for ``None``."""
     if span is None or otel_trace is None:
         return nullcontext()
-    return otel_trace.use_span(span, end_on_exit=True)
+    manager: AbstractContextManager[Any] = otel_trace.use_span(span, end_on_exit=True)
+    return manager
 
 
 def record_failure(span: Span | None, exc: BaseException) -> None:

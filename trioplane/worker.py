@@ -26,10 +26,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -47,6 +49,7 @@ from trioplane.discovery import (
     StaticDiscovery,
     discovery_from_env,
 )
+from trioplane.metrics import EndpointCounters, Metrics, WorkerMetrics, as_metrics
 from trioplane.nats import NatsOptions, start_nats_connection
 from trioplane.servers import (
     ACCEPT,
@@ -60,7 +63,8 @@ from trioplane.servers import (
     TcpPlaneServer,
     open_call_home,
 )
-from trioplane.servers.callhome import KILL, STALLED
+from trioplane.servers.callhome import KILL, STALLED, STOP
+from trioplane.status import StatusOptions, StatusServer, resolve_status
 from trioplane.tls import TcpTls
 from trioplane.tracing import (
     Tracing,
@@ -251,6 +255,8 @@ class Worker:
         tls: TcpTls | None = None,
         health_check: HealthCheck | None = None,
         tracer_provider: TracerProvider | None = None,
+        metrics: Metrics | bool | None = None,
+        status: StatusOptions | bool | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a worker needs at least one endpoint")
@@ -289,6 +295,14 @@ class Worker:
         self.tls = tls or TcpTls.from_env()
         self.health_check = health_check
         self.tracing = Tracing(tracer_provider)
+        self.metrics = as_metrics(metrics)
+        self.status_options = resolve_status(status)
+        #: The status server (``/health``, ``/live``, ``/metrics``) once running, if on.
+        self.status: StatusServer | None = None
+        self._samples = WorkerMetrics()
+        #: Dynamo's per-endpoint counters, by the path the request plane routes on.
+        self._endpoint_counters: dict[str, EndpointCounters] = {}
+        self._refused_at_capacity = 0
         checked = health_check.endpoint if health_check is not None else None
         if checked is not None and parse_endpoint(checked) not in self.handlers:
             raise ValueError(f"the health check's endpoint {checked!r} is not served")
@@ -342,10 +356,26 @@ class Worker:
         self, *, task_status: trio.TaskStatus[list[Instance]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen, register, serve until cancelled; reports the instances it serves."""
+        if self.metrics is not None:
+            self.metrics.attach(self)
+        try:
+            await self._run(task_status)
+        finally:
+            if self.metrics is not None:
+                self.metrics.detach(self)
+
+    @property
+    def _worker_id(self) -> str:
+        """Dynamo's ``worker_id`` label for the whole worker: its first instance id, hex."""
+        return f"{self.instances[0].instance_id:x}" if self.instances else "0"
+
+    async def _run(self, task_status: trio.TaskStatus[list[Instance]]) -> None:
         async with trio.open_nursery() as calls:
             self._calls = calls
             async with trio.open_nursery() as service:
                 with self._accepting:
+                    if self.status_options is not None:
+                        await self._serve_status(service, self.status_options)
                     bases = await self._listen(service)
                     async with self._open_registration() as registration:
                         ids = [await registration.new_instance_id() for _ in self.transports]
@@ -358,6 +388,23 @@ class Worker:
                             service.start_soon(self._health_loop, self.health_check)
                         task_status.started(list(self.instances))
                         await trio.sleep_forever()
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`aclose` began (the worker drains, then stops)."""
+        return self._closing
+
+    async def _serve_status(self, nursery: trio.Nursery, options: StatusOptions) -> None:
+        """Start the status server; its ``/metrics`` are :attr:`metrics`, or a registry
+        of its own when the worker was given none (and prometheus-client is installed)."""
+        metrics = self.metrics
+        if metrics is None and find_spec("prometheus_client") is not None:
+            from prometheus_client import CollectorRegistry
+
+            metrics = Metrics(CollectorRegistry())
+            metrics.attach(self)
+        self.status = StatusServer(self, options, metrics)
+        await nursery.start(self.status.serve)
 
     def _open_registration(self) -> AbstractAsyncContextManager[Registration]:
         if self.register:
@@ -438,6 +485,9 @@ class Worker:
                     device_type="cpu", request_plane_codec=self.codec,
                 )  # fmt: skip
                 self._routes[path] = (handler, instance)
+                self._endpoint_counters[path] = EndpointCounters(
+                    namespace, component, endpoint, f"{instance_id:x}"
+                )
                 self.instances.append(instance)
         http = self.servers.get("http")
         if http is not None:  # the HTTP server answers 404 for any other path
@@ -536,11 +586,16 @@ class Worker:
             return unknown_endpoint(frame.path)
         if self._active >= self.max_concurrency or self._calls is None:
             self._refused += 1
+            self._refused_at_capacity += 1
             return WORKER_AT_CAPACITY
         self._active += 1
         self._accepted += 1
         self._last_call = trio.current_time()
-        self._calls.start_soon(self._call, route, frame)
+        counters = self._endpoint_counters[frame.path]
+        counters.requests += 1
+        counters.inflight += 1
+        counters.request_bytes += len(frame.payload)
+        self._calls.start_soon(self._call, route, counters, frame)
         return ""
 
     def _policy(self, frame: RequestFrame) -> Reply:
@@ -550,18 +605,31 @@ class Worker:
 
     # -- one call ------------------------------------------------------------------------
 
-    async def _call(self, route: tuple[Handler, Instance], frame: RequestFrame) -> None:
+    async def _call(
+        self, route: tuple[Handler, Instance], counters: EndpointCounters, frame: RequestFrame
+    ) -> None:
+        started = time.perf_counter()
+        self._samples.transit(frame.headers.get("x-frontend-send-ts-ns"))
         try:
-            await self._stream_call(*route, frame)
+            await self._stream_call(*route, counters, started, frame)
         except Exception:
             log.exception("call on %s failed", frame.path)
         finally:
+            counters.inflight -= 1
+            counters.duration.observe(time.perf_counter() - started)
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
                 self._idle = trio.Event()
 
-    async def _stream_call(self, handler: Handler, instance: Instance, frame: RequestFrame) -> None:
+    async def _stream_call(
+        self,
+        handler: Handler,
+        instance: Instance,
+        counters: EndpointCounters,
+        started: float,
+        frame: RequestFrame,
+    ) -> None:
         try:
             message = decode_two_part(frame.payload)
             control = ControlMessage.decode(message.header)
@@ -577,8 +645,9 @@ class Worker:
             instance.instance_id,
             control.id,
         )
+        call = _Call(context, counters, started)
         with current(context.span):
-            await self._serve_call(handler, frame, control, message.body, context)
+            await self._serve_call(handler, frame, control, message.body, call)
 
     async def _serve_call(
         self,
@@ -586,20 +655,28 @@ class Worker:
         frame: RequestFrame,
         control: ControlMessage,
         body: bytes,
-        context: RequestContext,
+        call: _Call,
     ) -> None:
-        handler_scope = trio.CancelScope()
+        context = call.context
 
         def on_cancel(why: str) -> None:
+            if not call.ended and not context.is_stopped():  # Dynamo counts each call once
+                call.counters.cancellations += 1
+                if why != STOP:  # killed, or the caller left: the final frame cannot go out
+                    call.counters.error("publish_final")
             context._cancel(why)
             if context.is_killed():
-                handler_scope.cancel()
+                call.scope.cancel()
 
         try:
             async with open_call_home(
                 control.call_home, limits=self.call_home_limits, tls=self.tls, on_cancel=on_cancel
             ) as home:
-                await self._respond(home, handler, body, control, context, handler_scope)
+                try:
+                    await self._respond(home, handler, body, control, call)
+                finally:
+                    call.ended = True
+                    call.counters.response_bytes += home.bytes_sent
             failure = home.failure
         except ConnectError as exc:
             failure = str(exc)
@@ -619,15 +696,16 @@ class Worker:
         handler: Handler,
         body: bytes,
         control: ControlMessage,
-        context: RequestContext,
-        handler_scope: trio.CancelScope,
+        call: _Call,
     ) -> None:
         """Decode the request, start the handler, stream the prologue, items and end."""
+        context = call.context
         try:
             codec = get_codec(control.payload_codec)
             request = codec.decode(body)
         except (ProtocolError, ValueError) as exc:  # Dynamo: no call home at all
             self._log.warning("decode", "cannot decode request %s: %s", control.id, exc)
+            call.counters.error("deserialization")
             typed = error_object(InvalidArgument(f"cannot decode the request: {exc}"))
             await home.send(encode_prologue(typed["message"], typed))
             return
@@ -635,30 +713,30 @@ class Worker:
             items = _start(handler, request, context)
         except Exception as exc:  # the stream cannot start: Dynamo's failed prologue
             self._handler_errors += 1
+            call.counters.error("generate")
             record_failure(context.span, exc)
             self._log.exception("handler", "handler failed on request %s: %r", control.id, exc)
             failed = prologue_error(exc)
             await home.send(encode_prologue(failed["error"], failed["typed_error"]))
+            call.ended = True  # what the caller does from here is no cancellation
             await home.finish(None)
             return
         await home.send(encode_prologue())
-        completed = await self._produce(items, context, home, codec, handler_scope)
+        self._samples.first_response.observe(time.perf_counter() - call.started)
+        completed = await self._produce(items, call, home, codec)
         if completed and not context.is_stopped():
+            call.ended = True
             await home.finish(codec)
 
     async def _produce(
-        self,
-        items: AsyncIterator[Any],
-        context: RequestContext,
-        home: CallHomeSender,
-        codec: PayloadCodec,
-        scope: trio.CancelScope,
+        self, items: AsyncIterator[Any], call: _Call, home: CallHomeSender, codec: PayloadCodec
     ) -> bool:
         """Run the handler, sending each item; False if it was stopped or killed.
 
         A call cancelled because the worker is closing sends Dynamo's
         ``EngineShutdown`` error, so the caller knows to try elsewhere.
         """
+        context, scope = call.context, call.scope
         self._handler_scopes.add(scope)
         try:
             with scope:
@@ -677,6 +755,7 @@ class Worker:
                             await home.send(frame)
                     except Exception as exc:  # the handler's error goes to the caller
                         self._handler_errors += 1
+                        call.counters.handler_errors += 1
                         record_failure(context.span, exc)
                         self._log.exception(
                             "handler", "handler failed on request %s: %r", context.id(), exc
@@ -689,6 +768,18 @@ class Worker:
             await home.send(_error_frame(codec, EngineShutdown("the worker is shutting down")))
             return True
         return False  # killed: the scope was cancelled
+
+
+@dataclass
+class _Call:
+    """One call being served: its context, its endpoint's counters, when it began, the
+    cancel scope its handler runs in, and whether its stream has ended."""
+
+    context: RequestContext
+    counters: EndpointCounters
+    started: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ended: bool = False
 
 
 def _start(handler: Handler, request: Any, context: RequestContext) -> AsyncIterator[Any]:

@@ -85,6 +85,8 @@ class CallHomeSender:
         self.cancels: list[str] = []
         #: Why the caller cannot be streamed to, if it is known (a TLS mismatch).
         self.failure: str | None = None
+        #: Bytes written to the caller so far (whole frames).
+        self.bytes_sent = 0
         self._gone = False
         self._stopped = trio.Event()
 
@@ -113,6 +115,7 @@ class CallHomeSender:
         if self._gone:
             await trio.lowlevel.checkpoint()
             return
+        self.bytes_sent += len(data)
         try:
             sent = link.send_nowait(data)  # the usual case: the kernel takes it all now
             if sent == len(data):

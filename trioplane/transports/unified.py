@@ -198,6 +198,14 @@ class UnifiedClient(AsyncResource):
             and all(c.is_healthy() for c in self._clients.values())
         )
 
+    def stats_by_transport(self) -> dict[str, ClientStats]:
+        """Each transport's own counters, by kind (``"tcp"``, ``"nats"``...), once opened."""
+        return {kind: client.stats() for kind, client in self._clients.items()}
+
+    def transport(self, kind: str) -> RequestPlaneClient | None:
+        """The transport client of ``kind`` if it was opened (no I/O)."""
+        return self._clients.get(kind)
+
     def stats(self) -> ClientStats:
         """The sum over the transports opened so far (latency weighted by responses)."""
         snapshots = [c.stats() for c in self._clients.values()]

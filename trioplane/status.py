@@ -57,6 +57,8 @@ STATUS_LIMITS = ServerLimits(
 )
 TEXT = "text/plain; charset=utf-8"  # Dynamo's, for every route (its bodies are JSON)
 RECEIVE_SIZE = 4096
+#: How long a connection closed after an error response still drains the peer's bytes.
+LINGER_TIME = 1.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,9 @@ class StatusServer(PlaneServer):
             except h11.RemoteProtocolError as exc:
                 self.counters.read_errors += 1
                 status = exc.error_status_hint
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(stream, conn, status, b"", close=True)
+                can_answer = conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+                if can_answer and await self._send(stream, conn, status, b"", close=True):
+                    await _lingering_close(stream)
                 return
             if event is h11.NEED_DATA:
                 # Between requests the idle deadline runs; from a request's first byte,
@@ -154,10 +157,12 @@ class StatusServer(PlaneServer):
             if isinstance(event, h11.Request):
                 self.counters.requests += 1
                 status, headers, body = self.answer(event.method.decode(), event.target.decode())
-                close = conn.their_state is not h11.DONE  # a body we will not read
+                # A request with a body (which nothing here reads) is answered, then closed.
+                close = not isinstance(conn.next_event(), h11.EndOfMessage)
                 if not await self._send(stream, conn, status, body, headers, close=close):
                     return
-                if close or conn.our_state is not h11.DONE:
+                if close:
+                    await _lingering_close(stream)
                     return
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 if event is h11.PAUSED and conn.states == {
@@ -240,3 +245,15 @@ class StatusServer(PlaneServer):
         from prometheus_client import generate_latest
 
         return 200, generate_latest(self.metrics.registry)
+
+
+async def _lingering_close(stream: trio.abc.Stream) -> None:
+    """Read (and drop) what the peer still sends, briefly, before closing: closing with
+    unread bytes makes the kernel reset the connection, and the peer could lose the
+    response it has not read yet."""
+    with trio.move_on_after(LINGER_TIME):
+        try:
+            while len(await stream.receive_some(RECEIVE_SIZE)):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass

@@ -927,8 +927,8 @@ class EndpointClient(AsyncResource):
             ),
             payload_codec=codec.name,
             metadata=metadata,
-            frontend_send_ts_ns=send_ts,
-        )
+        )  # no frontend_send_ts_ns, as Dynamo's Python client: its worker would count the
+        # transit twice (from this field and from the header), in its metrics
         headers = {"request-id": request_id, "x-frontend-send-ts-ns": str(send_ts)}
         if instance.transport_kind == "tcp":
             headers["x-endpoint-path"] = parse_tcp_address(instance.address)[2]

@@ -183,3 +183,20 @@ async def dynamo_client_call(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+def free_low_port() -> int:
+    """A free loopback port below 32768: Dynamo 1.6.1 reads ``DYN_SYSTEM_PORT`` as an
+    ``i16`` (and the system picks port 0's port above that)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")

@@ -10,13 +10,17 @@ if the stream raised. With ``stop_after`` it stops reading after that many items
 call each, and each call prints one line ``{"call": [its lines]}``. ``--annotated``
 prints each item's ``data``, ``event``, ``comments`` and ``id``. ``--context`` and
 ``--metadata`` pass ``Context(id, metadata)``. ``$CLIENT_LINGER`` seconds are waited
-before shutting down (Dynamo's client does not flush its spans on shutdown).
+before shutting down (Dynamo's client does not flush its spans on shutdown). With
+``$METRICS_HTTP_PORT``, Dynamo's HTTP service runs on that port (its ``/metrics`` are
+where a Dynamo process shows its request-plane metrics) and, after the calls, one
+more line ``{"metrics": "<exposition text>"}`` is printed.
 """
 
 import argparse
 import asyncio
 import json
 import os
+import urllib.request
 from typing import Any
 
 from dynamo.runtime import Context, DistributedRuntime
@@ -63,6 +67,12 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     backend = os.environ.get("DYN_DISCOVERY_BACKEND", "file")
     runtime = DistributedRuntime(loop, backend, os.environ.get("DYN_REQUEST_PLANE", "tcp"))
+    metrics_port = os.environ.get("METRICS_HTTP_PORT")
+    if metrics_port:
+        from dynamo.llm import HttpService
+
+        service = HttpService(port=int(metrics_port))
+        serving = asyncio.ensure_future(service.run(runtime))
     client = await runtime.endpoint(args.endpoint).client()
     await client.wait_for_instances()
     request = json.loads(args.request)
@@ -72,6 +82,11 @@ async def main() -> None:
     else:
         for line in await one_call(client, request, args):
             print(json.dumps(line), flush=True)
+    if metrics_port:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read().decode())
+        print(json.dumps({"metrics": text}), flush=True)
+        serving.cancel()
     await asyncio.sleep(float(os.environ.get("CLIENT_LINGER", "0")))
     runtime.shutdown()
 

@@ -53,6 +53,10 @@ def test_demo_runs_end_to_end() -> None:
     assert "http       [##############################] 20/20" in result.stdout
     table = result.stdout.split("plane       calls")[1]
     assert "  tcp            20" in table
+    # What the metrics recorded: 20 calls per plane, 5 items of each.
+    planes = sum(f"{plane} " in table for plane in ("tcp", "websocket", "http", "nats"))
+    assert re.search(rf"dynamo_component_requests_total +{planes * 20}\n", table)
+    assert re.search(rf"dynamo_request_plane_roundtrip_ttft_seconds +{planes * 20} samples", table)
 
 
 def test_bad_arguments_exit_non_zero() -> None:

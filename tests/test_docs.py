@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,21 @@ def test_deployment_example_runs_against_etcd_and_the_file_backend(tmp_path: Pat
             )  # fmt: skip
             assert result.returncode == 0, result.stderr
             assert result.stdout.strip() == "[{'echo': 'hello'}]"
+
+
+def test_observability_example_runs() -> None:
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("httpx")
+    result = subprocess.run(
+        [sys.executable, str(DOCS_DIR / "examples" / "observability.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'GET /health: 200 {"status":"ready"' in result.stdout
+    assert re.search(
+        r'dynamo_component_requests_total\{.*dynamo_endpoint="generate".*\} 3\.0', result.stdout
+    )
+    assert "dynamo_request_plane_roundtrip_ttft_seconds_count 3.0" in result.stdout

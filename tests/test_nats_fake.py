@@ -145,6 +145,27 @@ async def test_server_error_is_reported() -> None:
     assert ("server_error", 'Permissions Violation for Publish to "x"') in events
 
 
+async def test_repeated_server_errors_are_logged_a_few_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server repeating ``-ERR``: every one reaches ``on_event``, five reach the log."""
+    events: list[str] = []
+
+    async def complain(stream: trio.SocketStream, seen: bytes) -> None:
+        await stream.send_all(b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n" * 50)
+        await trio.sleep_forever()
+
+    caplog.set_level("INFO", logger="trioplane.nats")
+    async with (
+        fake_server(complain) as url,
+        open_nats_connection(url, on_event=lambda event, detail: events.append(event)),
+    ):
+        await wait_until(lambda: events.count("server_error") == 50)
+    logged = [r for r in caplog.records if "server_error" in r.getMessage()]
+    assert len(logged) == 5
+    assert all(r.levelname == "WARNING" for r in logged)
+
+
 async def test_creds_file_signs_the_nonce_with_its_seed(tmp_path: Path) -> None:
     """A .creds file: the user JWT goes in CONNECT, the nonce is signed with its seed."""
     seed, public = new_user_nkey()

@@ -52,6 +52,7 @@ from trioplane._errors import (
     ProtocolError,
     TrioplaneError,
 )
+from trioplane._logging import RateLimitedLog
 from trioplane._sockets import ByteLink
 from trioplane._util import AsyncResource, check_options, running
 from trioplane._version import __version__
@@ -314,6 +315,7 @@ class NatsConnection(AsyncResource):
         self.stats_in_bytes = 0
         self.stats_out_bytes = 0
         self.reconnects = 0
+        self._log = RateLimitedLog(log)  # a server repeating -ERR: a few lines a minute
         self._link: ByteLink | None = None
         self._parser = NatsParser()
         self._outbox = bytearray()
@@ -374,8 +376,8 @@ class NatsConnection(AsyncResource):
         )
 
     def _event(self, event: str, detail: str = "") -> None:
-        level = logging.WARNING if event in ("disconnected", "slow_consumer") else logging.INFO
-        log.log(level, "nats %s %s", event, detail)
+        warn = event in ("disconnected", "slow_consumer", "server_error")
+        self._log.log(logging.WARNING if warn else logging.INFO, event, "nats %s %s", event, detail)
         callback = self.options.get("on_event")
         if callback is not None:
             callback(event, detail)

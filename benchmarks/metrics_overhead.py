@@ -1,9 +1,10 @@
 """What recording metrics costs the endpoint client: metrics on vs off, same run.
 
-A trioplane worker runs in a process of its own; this process runs two endpoint
-clients of it, one with ``metrics=Metrics(registry)`` and one without, and
-alternates rounds between them. Each round makes unary calls (one task, then 16
-concurrent tasks) and 20-item streams; the figure is this process's CPU time per
+A trioplane worker runs in a process of its own; this process runs three endpoint
+clients of it, one with ``metrics=Metrics(registry)`` and two without, and rotates
+their order from round to round; the second one without metrics gives the noise
+floor (an off/off ratio, measured the same way). Each round makes unary calls (one
+task, then 16 concurrent tasks) and 20-item streams; the figure is this process's CPU time per
 call (``time.process_time()``: the worker's CPU is not in it, and the noise of a
 shared machine disturbs it far less than rates): the best of the rounds, and the
 median of the rounds' on/off ratios (each round measures both, back to back). The
@@ -61,29 +62,37 @@ async def main(kv: Path, calls: int, rounds: int) -> None:
     discovery = trioplane.FileDiscovery(kv)
     async with (
         trioplane.open_endpoint_client(ENDPOINT, discovery) as off,
+        trioplane.open_endpoint_client(ENDPOINT, discovery) as off2,
         trioplane.open_endpoint_client(ENDPOINT, discovery, metrics=metrics) as on,
     ):
-        await off.wait_for_instances()
-        await on.wait_for_instances()
+        for client in (off, off2, on):
+            await client.wait_for_instances()
         ratios: dict[str, list[float]] = {name: [] for name, _, _ in CASES}
+        noise: dict[str, list[float]] = {name: [] for name, _, _ in CASES}
         best: dict[tuple[str, str], float] = {}
         for round_ in range(rounds):
             for name, n, concurrency in CASES:
                 costs = {}
-                pair = [("off", off), ("on", on)]
-                for label, client in pair if round_ % 2 else pair[::-1]:  # alternate order
+                trio_ = [("off", off), ("on", on), ("off2", off2)]
+                for label, client in trio_[round_ % 3 :] + trio_[: round_ % 3]:  # rotate order
                     await cpu_per_call(client, n, concurrency, calls // 10)  # warm
                     costs[label] = await cpu_per_call(client, n, concurrency, calls)
                     best[name, label] = min(best.get((name, label), math.inf), costs[label])
                 ratios[name].append(costs["on"] / costs["off"])
+                noise[name].append(costs["off2"] / costs["off"])
         scrape_start = time.process_time()
         text = generate_latest(metrics.registry)
         scrape_cost = time.process_time() - scrape_start
-    print(f"{'case':<14} {'off µs/call':>12} {'on µs/call':>12} {'median on/off':>14}")
+    print(
+        f"{'case':<14} {'off µs/call':>12} {'on µs/call':>12} {'median on/off':>14}"
+        f" {'median off/off (noise)':>23}"
+    )
     for name, _, _ in CASES:
         cost_off, cost_on = best[name, "off"], best[name, "on"]
-        ratio = statistics.median(ratios[name])
-        print(f"{name:<14} {cost_off * 1e6:>12.1f} {cost_on * 1e6:>12.1f} {ratio:>14.3f}")
+        ratio, aa = statistics.median(ratios[name]), statistics.median(noise[name])
+        print(
+            f"{name:<14} {cost_off * 1e6:>12.1f} {cost_on * 1e6:>12.1f} {ratio:>14.3f} {aa:>23.3f}"
+        )
     print(f"recording alone: {recording_cost() * 1e6:.2f} µs CPU per call")
     print(f"one scrape: {scrape_cost * 1e3:.2f} ms CPU, {len(text):,} bytes")
 

@@ -495,11 +495,11 @@ async def test_a_closed_stream_iterates_no_further(fake: FakeEndpointWorker) -> 
     fake.script = slow_script
     async with trioplane.open_endpoint_client(ENDPOINT, [fake.instance(ENDPOINT)]) as client:
         stream = client.generate({})
-        with pytest.raises(RuntimeError, match="async with"):
+        with pytest.raises(trioplane.WrongIdiom, match="async with client"):
             await anext(aiter(stream))
         async with stream as responses:
             assert await anext(aiter(responses)) == {"i": 0}
         with pytest.raises(StopAsyncIteration):
             await anext(aiter(responses))
-        with pytest.raises(RuntimeError, match="entered once"):
+        with pytest.raises(trioplane.WrongIdiom, match="entered once"):
             await stream.__aenter__()

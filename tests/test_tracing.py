@@ -194,5 +194,5 @@ def without_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_without_the_package_tracing_is_off(without_opentelemetry: None) -> None:
     assert trioplane.tracing.Tracing().tracer() is None
-    with pytest.raises(RuntimeError, match=r"trioplane\[otel\]"):
+    with pytest.raises(trioplane.MissingExtra, match=r"pip install 'trioplane\[otel\]'"):
         trioplane.tracing.Tracing(TracerProvider())

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from trioplane._errors import (
     AckTimeout,
+    BadArgument,
+    BadArgumentType,
     CallHomeTimeout,
     Cancelled,
     CannotConnect,
@@ -22,6 +24,7 @@ from trioplane._errors import (
     InvalidArgument,
     MalformedStream,
     MaxPayloadExceeded,
+    MissingExtra,
     NatsServerError,
     NoInstances,
     NoResponders,
@@ -33,9 +36,12 @@ from trioplane._errors import (
     StreamError,
     StreamIncomplete,
     TrioplaneError,
+    UsageError,
     WorkerOverloaded,
     WorkerRejected,
     WorkerUnavailable,
+    WrongIdiom,
+    WrongProtocol,
 )
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
 from trioplane._version import __version__
@@ -81,6 +87,8 @@ __all__ = [
     "CannotConnect",
     "Cancelled",
     "AckTimeout",
+    "BadArgument",
+    "BadArgumentType",
     "CallHomeLimits",
     "CallHomeTimeout",
     "ClientClosed",
@@ -103,6 +111,7 @@ __all__ = [
     "InstanceNotFound",
     "MalformedStream",
     "MaxPayloadExceeded",
+    "MissingExtra",
     "NatsClient",
     "NatsConnection",
     "NatsOptions",
@@ -125,6 +134,7 @@ __all__ = [
     "TcpTls",
     "TrioplaneError",
     "UnifiedClient",
+    "UsageError",
     "WebSocketClient",
     "WebSocketClientOptions",
     "Worker",
@@ -132,6 +142,8 @@ __all__ = [
     "WorkerRejected",
     "WorkerStatistics",
     "WorkerUnavailable",
+    "WrongIdiom",
+    "WrongProtocol",
     "open_endpoint_client",
     "open_http_client",
     "open_nats_client",

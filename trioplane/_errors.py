@@ -1,8 +1,11 @@
 """The exception tree of trioplane.
 
-Every error a public call raises is a :class:`TrioplaneError` (or a ``ValueError``
-for bad arguments, raised before any I/O). Public calls never raise a bare
-``ExceptionGroup``: failures inside a client's nursery are unwrapped or chained.
+Every error a public call raises is a :class:`TrioplaneError`. A mistake in the
+calling code is a :class:`UsageError`, raised before any I/O, and also the builtin
+error Python raises for the same mistake (``ValueError``, ``TypeError``); a missing
+optional dependency is a :class:`MissingExtra` (also an ``ImportError``). Public
+calls never raise a bare ``ExceptionGroup``: failures inside a client's nursery
+are unwrapped or chained.
 This module imports nothing from Trio, so the sans-io ``wire`` package may use it.
 """
 
@@ -14,6 +17,8 @@ from typing import Any, ClassVar
 __all__ = [
     "REMOTE_ERRORS",
     "AckTimeout",
+    "BadArgument",
+    "BadArgumentType",
     "Cancelled",
     "CannotConnect",
     "ConnectionTimeout",
@@ -31,6 +36,7 @@ __all__ = [
     "InstanceNotFound",
     "MalformedStream",
     "MaxPayloadExceeded",
+    "MissingExtra",
     "NatsServerError",
     "NoResponders",
     "NoInstances",
@@ -39,9 +45,12 @@ __all__ = [
     "StreamError",
     "StreamIncomplete",
     "TrioplaneError",
+    "UsageError",
     "WorkerOverloaded",
     "WorkerRejected",
     "WorkerUnavailable",
+    "WrongIdiom",
+    "WrongProtocol",
 ]
 
 
@@ -67,6 +76,59 @@ class ProtocolError(TrioplaneError):
 
 class FrameTooLarge(ProtocolError):
     """A frame, or one of its length fields, exceeds the configured limit."""
+
+
+class WrongProtocol(ConnectError, ProtocolError):
+    """The peer answered in another protocol than the plane dialled: a wrong port or scheme.
+
+    ``protocol`` says what it looks like (``"HTTP"``, ``"HTTP/2"``, ``"TLS"``,
+    ``"NATS"``, ``"SSH"`` or ``"text"``), ``peer`` is its address. Also a
+    :class:`ConnectError` (nothing reached a worker) and a :class:`ProtocolError`.
+    """
+
+    def __init__(self, message: str, protocol: str = "", peer: str = "") -> None:
+        super().__init__(message)
+        self.protocol = protocol
+        self.peer = peer
+
+
+class UsageError(TrioplaneError):
+    """The calling code used trioplane wrongly: raised before any I/O, and retrying
+    will not help. Each subclass is also the builtin error Python raises for the same
+    mistake, so ``except ValueError`` (or ``TypeError``) catches it too."""
+
+
+class BadArgument(UsageError, ValueError):
+    """An argument's value is wrong: a malformed address, an option out of range, a
+    header name the client sets itself... Also a ``ValueError``."""
+
+
+class BadArgumentType(UsageError, TypeError):
+    """An argument has the wrong type (a ``str`` payload where bytes are needed,
+    headers that are not a mapping of ``str`` to ``str``), or an option is unknown.
+    Also a ``TypeError``."""
+
+
+class WrongIdiom(UsageError, TypeError):
+    """An object was used with the wrong idiom, e.g. ``await client.generate(req)``
+    instead of ``async with client.generate(req) as stream``. Also a ``TypeError``."""
+
+
+class MissingExtra(TrioplaneError, ImportError):
+    """An optional dependency is not installed; the message names the extra that
+    brings it (``pip install 'trioplane[http-worker]'``). Also an ``ImportError``.
+
+    ``feature`` is what needs it, ``package`` the missing package, ``extra`` the extra.
+    """
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(f"{feature} needs {package}: pip install 'trioplane[{extra}]'")
+        self.feature = feature
+        self.package = package
+        self.extra = extra
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.feature, self.package, self.extra)
 
 
 class ClientClosed(TrioplaneError):

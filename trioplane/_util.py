@@ -9,7 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
-from trioplane._errors import ClientClosed, ConnectionLost, TrioplaneError
+from trioplane._errors import BadArgumentType, ClientClosed, ConnectionLost, TrioplaneError
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -174,4 +174,4 @@ def check_options(options: Mapping[str, object], known: type, what: str) -> None
     """``TypeError`` naming any key of ``options`` that the TypedDict ``known`` lacks."""
     unknown = set(options) - set(known.__annotations__)
     if unknown:
-        raise TypeError(f"unknown {what} options: {', '.join(sorted(unknown))}")
+        raise BadArgumentType(f"unknown {what} options: {', '.join(sorted(unknown))}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import urllib.parse
 
+from trioplane._errors import BadArgument, BadArgumentType
+
 __all__ = [
     "TCP_ADDRESS_FORMS",
     "format_host_port",
@@ -31,7 +33,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 def parse_port(text: str, address: str, forms: str) -> int:
     """A TCP port 1-65535 from ``text``, or ``ValueError`` naming the accepted forms."""
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"bad port in address {address!r}; accepted forms: {forms}")
+        raise BadArgument(f"bad port in address {address!r}; accepted forms: {forms}")
     return int(text)
 
 
@@ -46,11 +48,11 @@ def split_host_port(
     if hostport.startswith("["):
         host, sep, rest = hostport[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise ValueError(f"bad IPv6 address {address!r}; accepted forms: {forms}")
+            raise BadArgument(f"bad IPv6 address {address!r}; accepted forms: {forms}")
         return host, parse_port(rest[1:], address, forms)
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or ":" in host:
-        raise ValueError(f"address {address!r} needs host:port; accepted forms: {forms}")
+        raise BadArgument(f"address {address!r} needs host:port; accepted forms: {forms}")
     return host, parse_port(port, address, forms)
 
 
@@ -66,12 +68,12 @@ def parse_tcp_address(address: str) -> tuple[str, int, str]:
     Cached: a client sends to the same few addresses over and over.
     """
     if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
+        raise BadArgumentType(f"address must be str, not {type(address).__name__}")
     rest = address.removeprefix("tcp://")
     if "://" in rest:
-        raise ValueError(f"not a TCP address: {address!r}; accepted forms: {TCP_ADDRESS_FORMS}")
+        raise BadArgument(f"not a TCP address: {address!r}; accepted forms: {TCP_ADDRESS_FORMS}")
     if any(c.isspace() for c in rest):
-        raise ValueError(
+        raise BadArgument(
             f"address {address!r} contains whitespace; accepted forms: {TCP_ADDRESS_FORMS}"
         )
     hostport, _, path = rest.partition("/")
@@ -85,25 +87,25 @@ def split_url(
     """Check a ``scheme://host[:port]/path`` address: its parts and its port (the
     scheme's default when absent); ``ValueError`` naming ``forms`` if malformed."""
     if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
+        raise BadArgumentType(f"address must be str, not {type(address).__name__}")
     if any(c.isspace() for c in address):
-        raise ValueError(f"address {address!r} contains whitespace; accepted: {forms}")
+        raise BadArgument(f"address {address!r} contains whitespace; accepted: {forms}")
     parts = urllib.parse.urlsplit(address)
     if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"not {what} address: {address!r}; accepted: {forms}")
+        raise BadArgument(f"not {what} address: {address!r}; accepted: {forms}")
     try:
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
     except ValueError:
-        raise ValueError(f"bad port in {address!r}; accepted: {forms}") from None
+        raise BadArgument(f"bad port in {address!r}; accepted: {forms}") from None
     return parts, port
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
     """``"ns.comp.ep"`` (optionally ``dyn://ns.comp.ep``) -> its three parts."""
     if not isinstance(endpoint, str):
-        raise TypeError(f"endpoint must be str, not {type(endpoint).__name__}")
+        raise BadArgumentType(f"endpoint must be str, not {type(endpoint).__name__}")
     name = endpoint.removeprefix("dyn://")
     parts = name.split(".")
     if len(parts) != 3 or not all(parts) or any(c.isspace() for c in name):
-        raise ValueError(f"endpoint must be 'namespace.component.endpoint', not {endpoint!r}")
+        raise BadArgument(f"endpoint must be 'namespace.component.endpoint', not {endpoint!r}")
     return parts[0], parts[1], parts[2]

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypedDict
 
 import trio
 
+from trioplane._checks import check_count, check_plane_options, check_seconds, check_str_map
 from trioplane._errors import (
+    BadArgument,
+    BadArgumentType,
     CallHomeTimeout,
     ClientClosed,
     ConnectError,
@@ -35,6 +38,7 @@ from trioplane._errors import (
     WorkerOverloaded,
     WorkerRejected,
     WorkerUnavailable,
+    WrongIdiom,
 )
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
 from trioplane._util import AsyncResource, Latest, check_options, running
@@ -54,6 +58,7 @@ from trioplane.tracing import Tracing, record_failure, trace_headers
 from trioplane.transports._pipeline import CLOSE_TIMEOUT
 from trioplane.transports.tcp import TcpClientOptions
 from trioplane.transports.unified import (
+    NATS_SERVER_HINT,
     RequestPlaneOptions,
     UnifiedClient,
     address_for,
@@ -98,6 +103,13 @@ __all__ = [
 RESERVED_HEADERS = frozenset({"request-id", "x-endpoint-path", "x-frontend-send-ts-ns"})
 #: Headers a call made with ``context=`` takes from the upstream call (tracing).
 FORWARDED_HEADERS = ("traceparent", "tracestate", "x-request-id")
+#: How a call's stream is read: what the errors of the wrong idioms show.
+STREAM_IDIOM = (
+    "    async with client.generate(request) as stream:\n"
+    "        async for item in stream:\n"
+    "            ...\n"
+    "(or items = await client.call(request) for every item as a list)"
+)
 
 
 class CallerContext(Protocol):
@@ -304,9 +316,21 @@ class ResponseStream:
         #: The request id (Dynamo's context id), set once entered.
         self.request_id = ""
 
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        """Dynamo's ``await client.generate(req)``: a :class:`~trioplane.WrongIdiom`
+        showing trioplane's. Nothing was sent and nothing is left to clean up."""
+        raise WrongIdiom(
+            "client.generate(...) is not awaited here: it returns the call's stream,"
+            " an async context manager that ends the call when its block ends"
+            " (Dynamo's Python client awaits it instead):\n" + STREAM_IDIOM
+        )
+
     async def __aenter__(self) -> ResponseStream:
         if self._entered:
-            raise RuntimeError("a ResponseStream can be entered once")
+            raise WrongIdiom(
+                "a ResponseStream can be entered once: call client.generate(...) again"
+                " for another call"
+            )
         self._entered = True
         self._drops_before = self._client.response_plane.dropped_connections
         client = self._client
@@ -372,7 +396,10 @@ class ResponseStream:
                 raise ClientClosed("the endpoint client closed this stream")
             if self._closed:
                 raise StopAsyncIteration
-            raise RuntimeError("use 'async with client.generate(...) as responses'")
+            raise WrongIdiom(
+                "a call's stream is read inside its async with block, which sends the"
+                " request and ends the call:\n" + STREAM_IDIOM
+            )
         if self._finished:
             raise StopAsyncIteration
         try:
@@ -555,21 +582,24 @@ class EndpointClient(AsyncResource):
         )
         self.codec = options.get("codec", "auto")
         if self.codec not in _CODECS:
-            raise ValueError(f"codec must be one of {_CODECS}")
-        self.max_attempts = options.get("max_attempts", 3)
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self.call_home_timeout = options.get("call_home_timeout", 30.0)
+            raise BadArgument(f"codec must be one of {_CODECS}")
+        self.max_attempts = check_count(options.get("max_attempts", 3), "max_attempts")
+        self.call_home_timeout = check_seconds(
+            options.get("call_home_timeout", 30.0), "call_home_timeout", zero=False
+        )
         self.cancel_mode = options.get("cancel_mode", CANCEL_STOP)
         if self.cancel_mode not in (CANCEL_STOP, CANCEL_KILL):
-            raise ValueError("cancel_mode must be 'stop' or 'kill'")
-        self.close_grace_period = options.get("close_grace_period", 5.0)
+            raise BadArgument("cancel_mode must be 'stop' or 'kill'")
+        self.close_grace_period = check_seconds(
+            options.get("close_grace_period", 5.0), "close_grace_period"
+        )
         self.tracing = Tracing(options.get("tracer_provider"))
         self.metrics = as_metrics(options.get("metrics"))
         #: What this client records for :attr:`metrics` (``None`` when it records nothing).
         self.metrics_samples = CallerMetrics() if self.metrics is not None else None
         self.tls = options.get("tls") or TcpTls.from_env()
         self._plane_options: RequestPlaneOptions = {}
+        check_plane_options(options)
         for key in ("tcp", "http", "websocket", "nats_servers", "nats"):
             if key in options:
                 self._plane_options[key] = options[key]
@@ -749,6 +779,11 @@ class EndpointClient(AsyncResource):
             kinds = sorted({i.transport_kind for i in self._instances.values()})
             reachable = sorted(self._reachable_kinds())
             detail = f" reachable by {reachable} (they use {kinds})" if kinds else ""
+            if "nats_tcp" in kinds and "nats_tcp" not in reachable:
+                detail += (
+                    ": they serve on NATS and this client knows no NATS server; to the"
+                    f" endpoint client, {NATS_SERVER_HINT}"
+                )
             raise NoInstances(f"no instances of {self.endpoint_path}{detail}")
         return self.router.pick(candidates)
 
@@ -783,15 +818,16 @@ class EndpointClient(AsyncResource):
         caller stops or kills its call, this one is stopped or killed too.
         """
         if request_id is not None and (not isinstance(request_id, str) or not request_id):
-            raise ValueError("request_id must be a non-empty string")
-        for key, value in (headers or {}).items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError("headers must map str to str")
+            raise BadArgument("request_id must be a non-empty string")
+        if instance_id is not None and (
+            not isinstance(instance_id, int) or isinstance(instance_id, bool)
+        ):
+            hint = f" (hex? int({instance_id!r}, 16))" if isinstance(instance_id, str) else ""
+            raise BadArgumentType(f"instance_id must be an int, not {instance_id!r}{hint}")
+        for key in check_str_map(headers, "headers"):
             if key.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {key!r} is set by the endpoint client")
-        for key, value in (metadata or {}).items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError("metadata must map str to str")
+                raise BadArgument(f"header {key!r} is set by the endpoint client")
+        check_str_map(metadata, "metadata")
         if context is not None:
             request_id = request_id or context.id() or None
             metadata = {**context.metadata, **(metadata or {})}

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import trio
 
-from trioplane._errors import TrioplaneError
+from trioplane._errors import BadArgument, MissingExtra, TrioplaneError
 from trioplane._util import AsyncResource, reason
 from trioplane.addresses import split_url
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 try:
     import httpx
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the etcd client needs httpx: pip install 'trioplane[etcd]'") from exc
+    raise MissingExtra("the etcd client", "httpx", "etcd") from exc
 
 __all__ = [
     "EtcdAuthError",
@@ -152,7 +152,7 @@ def parse_endpoints(endpoints: str | Sequence[str], *, secure: bool = False) -> 
     names = [endpoints] if isinstance(endpoints, str) else list(endpoints)
     names = [n.strip() for name in names for n in name.split(",") if n.strip()]
     if not names:
-        raise ValueError("no etcd endpoint given")
+        raise BadArgument("no etcd endpoint given")
     return [parse_endpoint(name, secure) for name in names]
 
 
@@ -164,9 +164,9 @@ def parse_endpoint(endpoint: str, secure: bool) -> str:
         parts, _ = split_url(url, ("http", "https"), ENDPOINT_FORMS, "an etcd")
         port = parts.port or DEFAULT_PORT
     except ValueError as exc:
-        raise ValueError(f"bad etcd endpoint {endpoint!r}: {exc}") from None
+        raise BadArgument(f"bad etcd endpoint {endpoint!r}: {exc}") from None
     if parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"an etcd endpoint has no path: {endpoint!r}")
+        raise BadArgument(f"an etcd endpoint has no path: {endpoint!r}")
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{host}:{port}"
@@ -186,9 +186,9 @@ class EtcdClient(AsyncResource):
         watch_timeout: float = 30.0,
     ) -> None:
         if (username is None) != (password is None):
-            raise ValueError("etcd auth needs both a username and a password")
+            raise BadArgument("etcd auth needs both a username and a password")
         if not request_timeout > 0 or not watch_timeout > 0:
-            raise ValueError("request_timeout and watch_timeout must be positive")
+            raise BadArgument("request_timeout and watch_timeout must be positive")
         self.endpoints = parse_endpoints(endpoints, secure=ssl_context is not None)
         self.username = username
         self.password = password

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from trioplane._errors import BadArgumentType, MissingExtra
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
@@ -204,8 +206,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         try:
             import prometheus_client
-        except ImportError:
-            raise RuntimeError("metrics need prometheus-client (trioplane[metrics])") from None
+        except ImportError as exc:
+            raise MissingExtra("metrics (metrics=)", "prometheus-client", "metrics") from exc
         self.registry: CollectorRegistry = registry or prometheus_client.REGISTRY
         self._workers: list[Worker] = []
         self._clients: list[EndpointClient] = []
@@ -272,4 +274,4 @@ def as_metrics(option: Metrics | bool | None) -> Metrics | None:
         return Metrics.default()
     if isinstance(option, Metrics):
         return option
-    raise TypeError(f"metrics must be a trioplane.metrics.Metrics or a bool, not {option!r}")
+    raise BadArgumentType(f"metrics must be a trioplane.metrics.Metrics or a bool, not {option!r}")

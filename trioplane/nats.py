@@ -43,10 +43,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import trio
 
+from trioplane._checks import check_count, check_seconds
 from trioplane._errors import (
+    BadArgument,
+    BadArgumentType,
     ClientClosed,
     ConnectError,
     ConnectionLost,
+    MissingExtra,
     NatsServerError,
     NoResponders,
     ProtocolError,
@@ -54,7 +58,7 @@ from trioplane._errors import (
 )
 from trioplane._logging import RateLimitedLog
 from trioplane._sockets import ByteLink
-from trioplane._util import AsyncResource, check_options, running
+from trioplane._util import AsyncResource, check_options, collapse_groups, reason, running
 from trioplane._version import __version__
 from trioplane.wire.nats import (
     PING,
@@ -161,11 +165,11 @@ def parse_server_url(url: str) -> _Server:
         url = f"nats://{url}"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise ValueError(f"not a NATS server URL: {url!r} (use nats://host:port)")
+        raise BadArgument(f"not a NATS server URL: {url!r} (use nats://host:port)")
     try:
         port = parts.port or 4222
     except ValueError:
-        raise ValueError(f"bad port in NATS server URL {url!r}") from None
+        raise BadArgument(f"bad port in NATS server URL {url!r}") from None
     return _Server(
         url=url,
         host=parts.hostname,
@@ -287,9 +291,13 @@ class NatsConnection(AsyncResource):
         self, servers: str | Sequence[str] | None = None, **options: Unpack[NatsOptions]
     ) -> None:
         check_options(options, NatsOptions, "NATS")
+        if not isinstance(servers, (str, Sequence, type(None))):
+            raise BadArgumentType(
+                f"servers must be a NATS URL or a list of them, not {type(servers).__name__}"
+            )
         urls = [servers] if isinstance(servers, str) else list(servers or [DEFAULT_URL])
         if not urls:
-            raise ValueError("no NATS server given")
+            raise BadArgument("no NATS server given")
         self._servers = [parse_server_url(url) for url in urls]
         self.options = options
         self._ssl_context = options.get("ssl_context")
@@ -304,10 +312,9 @@ class NatsConnection(AsyncResource):
         self.reconnect_buffer_size = options.get("reconnect_buffer_size", 8 * 1024 * 1024)
         self.inbox_prefix = options.get("inbox_prefix", "_INBOX")
         for name in ("connect_timeout", "ping_interval", "request_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
-        if self.max_pending < 1 or self.max_outstanding_pings < 1:
-            raise ValueError("max_pending and max_outstanding_pings must be at least 1")
+            check_seconds(getattr(self, name), name, zero=False)
+        for name in ("max_pending", "max_outstanding_pings"):
+            check_count(getattr(self, name), name)
         self.info: Info | None = None
         self.server: str | None = None
         self.stats_in_msgs = 0
@@ -390,19 +397,20 @@ class NatsConnection(AsyncResource):
         The first connection must succeed (else :class:`~trioplane.ConnectError`);
         later losses are reconnected as the options say.
         """
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await self._connect_any(first=True)
-                nursery.start_soon(self._flush_loop)
-                nursery.start_soon(self._ping_loop)
-                nursery.start_soon(self._timeout_loop)
-                task_status.started()
-                while not self._closing:
-                    await self._read_loop()
-                    if not self._closing:
-                        await self._reconnect()
-                nursery.cancel_scope.cancel()
+        try:  # a nursery's group comes out as the error it stands for (ConnectError...)
+            with collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._connect_any(first=True)
+                    nursery.start_soon(self._flush_loop)
+                    nursery.start_soon(self._ping_loop)
+                    nursery.start_soon(self._timeout_loop)
+                    task_status.started()
+                    while not self._closing:
+                        await self._read_loop()
+                        if not self._closing:
+                            await self._reconnect()
+                    nursery.cancel_scope.cancel()
         finally:
             self._closing = True
             self._drop_link("closed", close_now=True)
@@ -448,7 +456,12 @@ class NatsConnection(AsyncResource):
                 await self._connect(server)
             except (OSError, trio.TooSlowError, TrioplaneError, ssl.SSLError) as exc:
                 server.attempts += 1
-                errors.append(f"{server.url}: {exc!r}")
+                why = (
+                    f"no answer within {self.connect_timeout:g} s"
+                    if isinstance(exc, trio.TooSlowError)
+                    else reason(exc)
+                )
+                errors.append(f"{server.url}: {why}")
                 if not first:
                     log.debug("nats reconnect to %s failed: %r", server.url, exc)
                 continue
@@ -916,10 +929,8 @@ async def _close_quietly(link: ByteLink) -> None:
 def _nkeys() -> Any:
     try:
         import nkeys  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise ImportError(
-            "NKey authentication needs the nkeys package: pip install 'trioplane[nats]'"
-        ) from None
+    except ImportError as exc:
+        raise MissingExtra("NKey authentication", "nkeys", "nats") from exc
     return nkeys
 
 
@@ -929,7 +940,7 @@ def _load_credentials(options: NatsOptions) -> tuple[bytes | None, str | None]:
         text = Path(options["creds_file"]).read_text()
         sections = _CREDS_SECTION.findall(text)
         if len(sections) < 2:
-            raise ValueError("creds file needs a user JWT and an NKey seed section")
+            raise BadArgument("creds file needs a user JWT and an NKey seed section")
         _nkeys()
         return sections[1].encode(), sections[0]
     seed = options.get("nkey_seed")

@@ -38,7 +38,8 @@ from typing import Any, Protocol
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._checks import check_count, check_port, check_seconds
+from trioplane._errors import BadArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._sockets import SocketIO, StreamIO
 from trioplane._util import reason
@@ -187,18 +188,18 @@ class ResponsePlane:
         max_pending_handshakes: int = 2048,
     ) -> None:
         if advertise_host is None and host in _WILDCARDS:
-            raise ValueError(f"listening on {host!r} needs advertise_host, the host workers dial")
-        if handshake_timeout <= 0:
-            raise ValueError("handshake_timeout must be positive")
+            raise BadArgument(f"listening on {host!r} needs advertise_host, the host workers dial")
+        check_seconds(handshake_timeout, "handshake_timeout", zero=False)
+        check_seconds(tls_handshake_timeout, "tls_handshake_timeout")
+        check_count(max_item_size, "max_item_size")
         self.host = host
-        self.port = port
+        self.port = check_port(port, "response_port")
         self.advertise_host = advertise_host or host
         self.handshake_timeout = handshake_timeout
         self.max_item_size = max_item_size
         self.ssl_context = ssl_context
         self.tls_handshake_timeout = tls_handshake_timeout
-        if max_pending_handshakes < 1:
-            raise ValueError("max_pending_handshakes must be at least 1")
+        check_count(max_pending_handshakes, "max_pending_handshakes")
         self.max_pending_handshakes = max_pending_handshakes
         self._pending_handshakes = 0
         self.address = ""

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from trioplane._checks import check_seconds
+from trioplane._errors import BadArgument
 from trioplane._types import Instance
 
 __all__ = ["ROUTER_MODES", "Router", "RouterMode", "RouterStatistics"]
@@ -55,9 +57,8 @@ class Router:
         rng: random.Random | None = None,
     ) -> None:
         if mode not in ROUTER_MODES:
-            raise ValueError(f"router_mode must be one of {ROUTER_MODES}, not {mode!r}")
-        if not overload_backoff >= 0:
-            raise ValueError("overload_backoff must be a number of seconds >= 0")
+            raise BadArgument(f"router_mode must be one of {ROUTER_MODES}, not {mode!r}")
+        check_seconds(overload_backoff, "overload_backoff")
         self.mode = mode
         self.overload_backoff = overload_backoff
         self._clock = clock

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
+from trioplane._errors import BadArgument, BadArgumentType
 from trioplane.servers._base import PlaneServer, ServerLimits
 
 if TYPE_CHECKING:
@@ -73,10 +74,10 @@ class StatusOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"status port must be 0..65535, not {self.port}")
+            raise BadArgument(f"status port must be 0..65535, not {self.port}")
         for path in (self.health_path, self.live_path):
             if not path.startswith("/"):
-                raise ValueError(f"status paths start with '/': {path!r}")
+                raise BadArgument(f"status paths start with '/': {path!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StatusOptions | None:
@@ -88,7 +89,7 @@ class StatusOptions:
         try:
             port = int(text)
         except ValueError:
-            raise ValueError(f"DYN_SYSTEM_PORT is not a port number: {text!r}") from None
+            raise BadArgument(f"DYN_SYSTEM_PORT is not a port number: {text!r}") from None
         if port < 0:
             return None  # Dynamo's "off"
         return cls(
@@ -109,7 +110,7 @@ def resolve_status(option: StatusOptions | bool | None) -> StatusOptions | None:
         return None
     if isinstance(option, StatusOptions):
         return option
-    raise TypeError(f"status must be StatusOptions or a bool, not {option!r}")
+    raise BadArgumentType(f"status must be StatusOptions or a bool, not {option!r}")
 
 
 class StatusServer(PlaneServer):

@@ -28,6 +28,8 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
+from trioplane._errors import BadArgument
+
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "ENV", "TcpTls"]
 
 #: Dynamo's default for ``DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS``.
@@ -71,15 +73,15 @@ class TcpTls:
         pairs = (("cert_path", "key_path"), ("client_cert_path", "client_key_path"))
         for first, second in pairs:
             if (getattr(self, first) is None) != (getattr(self, second) is None):
-                raise ValueError(f"TLS needs both {ENV[first]} and {ENV[second]}, or neither")
+                raise BadArgument(f"TLS needs both {ENV[first]} and {ENV[second]}, or neither")
         if self.client_ca_path is not None and not self.serves:
-            raise ValueError(f"{ENV['client_ca_path']} needs a server certificate and key too")
+            raise BadArgument(f"{ENV['client_ca_path']} needs a server certificate and key too")
         if self.client_cert_path is not None and self.ca_path is None and not self.insecure:
-            raise ValueError(
+            raise BadArgument(
                 f"a TLS client identity needs {ENV['ca_path']} (or {ENV['insecure']}) too"
             )
         if not self.handshake_timeout >= 0:
-            raise ValueError("handshake_timeout must be a number of seconds >= 0")
+            raise BadArgument("handshake_timeout must be a number of seconds >= 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TcpTls:
@@ -162,4 +164,4 @@ def _load(method: Callable[..., object], name: str, *paths: str | None) -> None:
     try:
         method(*paths)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load {ENV[name]} ({paths[0]}): {exc}") from exc
+        raise BadArgument(f"cannot load {ENV[name]} ({paths[0]}): {exc}") from exc

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from trioplane._errors import MissingExtra
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -73,7 +75,7 @@ class Tracing:
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
         if provider is not None and _opentelemetry() is None:
-            raise RuntimeError("tracer_provider needs opentelemetry-api (trioplane[otel])")
+            raise MissingExtra("tracer_provider", "opentelemetry-api", "otel")
         self._provider = provider
         self._tracers: dict[int, Tracer] = {}
 

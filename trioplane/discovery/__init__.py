@@ -16,9 +16,10 @@ client and the worker use it when given no ``discovery``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from trioplane._errors import BadArgument, BadArgumentType
 from trioplane._types import Instance
 from trioplane.discovery._base import (
     Discovery,
@@ -87,17 +88,17 @@ def discovery_from_env(environ: Mapping[str, str] | None = None) -> FileDiscover
 
         return EtcdDiscovery.from_env(env)
     if backend == "kubernetes":
-        raise ValueError(
+        raise BadArgument(
             "DYN_DISCOVERY_BACKEND=kubernetes is not supported by trioplane yet: use etcd"
             " (DYN_DISCOVERY_BACKEND=etcd, ETCD_ENDPOINTS) or the file backend"
             " (DYN_DISCOVERY_BACKEND=file, DYN_FILE_KV), or pass discovery=..."
         )
     if backend == "mem":
-        raise ValueError(
+        raise BadArgument(
             "DYN_DISCOVERY_BACKEND=mem lives inside one Dynamo process; trioplane cannot"
             " see it: use etcd or file, or pass discovery=StaticDiscovery(...)"
         )
-    raise ValueError(
+    raise BadArgument(
         f"DYN_DISCOVERY_BACKEND={backend!r} is not a discovery backend; use one of"
         f" {', '.join(BACKENDS)}"
     )
@@ -112,7 +113,7 @@ def discovery_from_url(url: str) -> FileDiscovery | EtcdDiscovery:
         return FileDiscovery(url)
     if scheme == "file":
         if not rest.startswith("/"):
-            raise ValueError(f"a file discovery URL is file:///absolute/dir, not {url!r}")
+            raise BadArgument(f"a file discovery URL is file:///absolute/dir, not {url!r}")
         return FileDiscovery(rest)
     if scheme in ("etcd", "etcds"):
         from trioplane.discovery.etcd import EtcdDiscovery
@@ -120,7 +121,7 @@ def discovery_from_url(url: str) -> FileDiscovery | EtcdDiscovery:
         web = "https" if scheme == "etcds" else "http"
         endpoints = [f"{web}://{host.strip()}" for host in rest.split(",") if host.strip()]
         if not endpoints:
-            raise ValueError(f"no etcd endpoint in {url!r}")
+            raise BadArgument(f"no etcd endpoint in {url!r}")
         settings = EtcdDiscovery.from_env()
         return EtcdDiscovery(
             endpoints,
@@ -128,7 +129,7 @@ def discovery_from_url(url: str) -> FileDiscovery | EtcdDiscovery:
             password=settings.password,
             ssl_context=settings.ssl_context,
         )
-    raise ValueError(f"discovery URLs are etcd://host:port or file:///dir, not {url!r}")
+    raise BadArgument(f"discovery URLs are etcd://host:port or file:///dir, not {url!r}")
 
 
 def describe(discovery: Discovery) -> str:
@@ -153,7 +154,18 @@ def as_discovery(source: DiscoverySource) -> Discovery:
         return FileDiscovery(source)
     if isinstance(source, Discovery):
         return source
-    return StaticDiscovery(source)
+    if isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        instances = list(source)
+        wrong = next((i for i in instances if not isinstance(i, Instance)), None)
+        if wrong is None:
+            return StaticDiscovery(instances)
+        what = f"a list holding {type(wrong).__name__}"
+    else:
+        what = type(source).__name__
+    raise BadArgumentType(
+        "discovery must be a Discovery (EtcdDiscovery, FileDiscovery...), a list of"
+        f" Instance, a file-discovery directory or None, not {what}"
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import BadArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
 from trioplane.discovery._base import RegistrationStatistics, registered
@@ -88,9 +88,9 @@ class EtcdDiscovery:
 
     def __post_init__(self) -> None:
         if self.lease_ttl < 2:
-            raise ValueError("lease_ttl must be at least 2 seconds")
+            raise BadArgument("lease_ttl must be at least 2 seconds")
         if (self.username is None) != (self.password is None):
-            raise ValueError("etcd auth needs both a username and a password")
+            raise BadArgument("etcd auth needs both a username and a password")
         parse_endpoints(self.endpoints)  # a ValueError now, not at the first call
 
     @classmethod
@@ -264,7 +264,7 @@ class _EtcdRegistration:
         for instance in instances:
             lease_id = instance.instance_id
             if lease_id not in self.owned:
-                raise ValueError(f"instance id {lease_id:x} is no lease of ours")
+                raise BadArgument(f"instance id {lease_id:x} is no lease of ours")
             if lease_id not in self.leases:
                 await self._grant_again(lease_id)
                 self.leases[lease_id] = []

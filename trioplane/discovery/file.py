@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import BadArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
 from trioplane.discovery._base import RegistrationStatistics, random_instance_id, registered
@@ -66,7 +66,7 @@ class FileDiscovery:
         stale_after: float = STALE_AFTER,
     ) -> None:
         if poll_interval <= 0:
-            raise ValueError("poll_interval must be positive")
+            raise BadArgument("poll_interval must be positive")
         self.root = Path(root) if root is not None else default_file_root()
         self.poll_interval = poll_interval
         self.stale_after = stale_after

@@ -26,7 +26,8 @@ from typing import Protocol
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._checks import check_count, check_seconds
+from trioplane._errors import BadArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
 from trioplane._util import reason
 from trioplane.addresses import format_host_port
@@ -141,13 +142,11 @@ class ServerLimits:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
 
     def __post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        if self.max_frame_size < 8:
-            raise ValueError("max_frame_size is too small for any request frame")
+        check_count(self.max_connections, "max_connections")
+        if check_count(self.max_frame_size, "max_frame_size") < 8:
+            raise BadArgument("max_frame_size is too small for any request frame")
         for name in ("idle_timeout", "frame_timeout", "write_timeout", "handshake_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be a positive number of seconds")
+            check_seconds(getattr(self, name), name, zero=False)
 
 
 DEFAULT_LIMITS = ServerLimits()
@@ -420,7 +419,7 @@ class PlaneServer(abc.ABC):
     up to ``limits.max_connections`` connections at once (a connection past that
     is closed at once), runs the TLS handshake when given an ``ssl_context``
     (within ``limits.handshake_timeout``), and serves each connection with its
-    transport's :meth:`_serve_stream`. ``policy`` is looked up for every frame, so
+    transport's ``_serve_stream()``. ``policy`` is looked up for every frame, so
     assigning a new one applies at once; ``on_frame`` sees every frame decoded.
     """
 

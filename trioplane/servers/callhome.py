@@ -14,16 +14,19 @@ a worker's slot. The worker and the fake endpoint worker of
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 
+from trioplane._checks import check_seconds
 from trioplane._errors import ConnectError, ProtocolError
 from trioplane._network import open_stream
 from trioplane._sockets import ByteLink
-from trioplane.addresses import split_host_port
+from trioplane._util import reason
+from trioplane.addresses import format_host_port, split_host_port
 from trioplane.tls import TcpTls
 from trioplane.wire.codecs import PayloadCodec
 from trioplane.wire.control import CallHomeInfo, encode_handshake
@@ -58,8 +61,7 @@ class CallHomeLimits:
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "write_timeout", "sentinel_wait"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0")
+            check_seconds(getattr(self, name), name)
 
 
 DEFAULT_CALL_HOME_LIMITS = CallHomeLimits()
@@ -163,6 +165,31 @@ class CallHomeSender:
         self._cancelled(GONE)  # nobody reads the items any more
 
 
+async def _connect(host: str, port: int) -> trio.abc.Stream:
+    """Dial the caller: a numeric address (the usual call home) with one socket and no
+    resolver or happy-eyeballs nursery, a name with ``trio.open_tcp_stream``. A call
+    home is made per call, so this is a hot path. ``ConnectError`` if it fails."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.inet_pton(family, host)
+        numeric = True
+    except OSError:
+        numeric = False
+    try:
+        if not numeric:
+            return await trio.open_tcp_stream(host, port)
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)  # TCP_NODELAY, as open_tcp_stream's
+    except OSError as exc:
+        peer = format_host_port(host, port)
+        raise ConnectError(f"cannot connect to {peer}: {reason(exc)}") from exc
+
+
 @asynccontextmanager
 async def open_call_home(
     info: CallHomeInfo,
@@ -190,6 +217,7 @@ async def open_call_home(
                 ssl_context=tls.client_context if tls is not None else None,
                 server_hostname=tls.server_name if tls is not None else None,
                 handshake_timeout=tls.handshake_timeout if tls is not None else 0.0,
+                connector=_connect,
             )
         except ConnectError as exc:
             raise ConnectError(f"call home: {exc}") from exc

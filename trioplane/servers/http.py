@@ -30,18 +30,27 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from hypercorn.typing import (
-    ASGIReceiveCallable,
-    ASGISendCallable,
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
-    HTTPScope,
-    Scope,
-)
 
+from trioplane._errors import BadArgument, MissingExtra
 from trioplane.wire.rejections import ENDPOINT_NOT_FOUND
+
+try:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    from hypercorn.typing import (
+        ASGIReceiveCallable,
+        ASGISendCallable,
+        HTTPResponseBodyEvent,
+        HTTPResponseStartEvent,
+        HTTPScope,
+        Scope,
+    )
+except ImportError as exc:
+    raise MissingExtra(
+        "serving the HTTP request plane (a worker's transport 'http', or trioplane.testing.http)",
+        "hypercorn",
+        "http-worker",
+    ) from exc
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -182,7 +191,7 @@ class HttpPlaneServer:
 
     def __post_init__(self) -> None:
         if (self.certfile is None) != (self.keyfile is None):
-            raise ValueError("https needs both certfile and keyfile")
+            raise BadArgument("https needs both certfile and keyfile")
 
     def statistics(self) -> HttpPlaneStatistics:
         """A snapshot of the server's counters."""

@@ -18,14 +18,17 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import MissingExtra, ProtocolError
 from trioplane.servers._base import PlaneServer
 
 try:
     import trio_websocket
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the WebSocket plane needs trio-websocket: pip install 'trioplane[websocket]'"
+    raise MissingExtra(
+        "serving the WebSocket request plane (a worker's transport 'websocket', or"
+        " trioplane.testing.websocket)",
+        "trio-websocket",
+        "websocket",
     ) from exc
 
 __all__ = ["CLOSE_TIMEOUT", "WebSocketLink", "WebSocketPlaneServer"]

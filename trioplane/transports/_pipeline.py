@@ -24,6 +24,7 @@ from typing import Generic, Protocol, TypeVar
 import outcome
 import trio
 
+from trioplane._checks import check_count, check_seconds
 from trioplane._errors import (
     AckTimeout,
     ClientClosed,
@@ -52,6 +53,7 @@ MIN_TIMER_SLEEP = 0.01
 def fresh_error(error: TrioplaneError) -> TrioplaneError:
     """A new copy of a shared error, so each caller raises its own object."""
     copy = type(error)(*error.args)
+    copy.__dict__.update(error.__dict__)  # attributes too (a WrongProtocol's protocol...)
     copy.__cause__ = error.__cause__
     return copy
 
@@ -398,11 +400,9 @@ class PoolOptions:
 
     def __post_init__(self) -> None:
         for name in ("max_connections_per_host", "max_in_flight_per_connection"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+            check_count(getattr(self, name), name)
         for name in ("connect_timeout", "ack_timeout", "close_grace_period"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number >= 0")
+            check_seconds(getattr(self, name), name)
 
 
 class _ConnectAttempt:

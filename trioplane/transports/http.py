@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import outcome
 import trio
 
+from trioplane._checks import check_bytes, check_count, check_seconds, check_str_map
 from trioplane._errors import (
     AckTimeout,
     ClientClosed,
     ConnectError,
     ConnectionLost,
     FrameTooLarge,
+    MissingExtra,
     TrioplaneError,
     WorkerOverloaded,
     WorkerUnavailable,
@@ -54,7 +56,7 @@ try:
 
     from trioplane.transports._httpcore import Attempt, WatchedTransport, attempting
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the HTTP transport needs httpx: pip install 'trioplane[http]'") from exc
+    raise MissingExtra("the HTTP transport", "httpx", "http") from exc
 
 __all__ = [
     "HttpClient",
@@ -135,13 +137,21 @@ class HttpClient(ManagedClient):
         check_options(options, HttpClientOptions, "HTTP client")
         self.options = options
         self.http2 = options.get("http2", False)
-        self.max_body_size = options.get("max_body_size", DEFAULT_MAX_FRAME_SIZE)
-        self.retries = options.get("retries", 100)
-        super().__init__(options.get("close_grace_period", 5.0))
-        connect = options.get("connect_timeout", 5.0)
-        ack = self._ack_timeout = options.get("ack_timeout", 5.0)
-        if connect <= 0 or ack <= 0 or self.retries < 0:
-            raise ValueError("timeouts must be positive and retries >= 0")
+        self.max_body_size = check_count(
+            options.get("max_body_size", DEFAULT_MAX_FRAME_SIZE), "max_body_size"
+        )
+        self.retries = check_count(options.get("retries", 100), "retries", minimum=0)
+        super().__init__(
+            check_seconds(options.get("close_grace_period", 5.0), "close_grace_period")
+        )
+        connect = check_seconds(options.get("connect_timeout", 5.0), "connect_timeout", zero=False)
+        ack = check_seconds(options.get("ack_timeout", 5.0), "ack_timeout", zero=False)
+        self._ack_timeout = ack
+        for name in ("max_connections", "max_keepalive_connections"):
+            if name in options:
+                check_count(options[name], name, minimum=0 if "keepalive" in name else 1)
+        if "keepalive_expiry" in options:
+            check_seconds(options["keepalive_expiry"], "keepalive_expiry")
         ssl_context = options.get("ssl_context")
         self._transport = WatchedTransport(
             ssl_context=ssl_context if ssl_context is not None else httpx.create_ssl_context(),
@@ -169,11 +179,12 @@ class HttpClient(ManagedClient):
     ) -> bytes:
         """POST ``payload`` to ``address``; the (empty) body of a 2xx answer is the ack."""
         url = parse_http_address(address)
+        check_bytes(payload)
         if len(payload) > self.max_body_size:
             raise FrameTooLarge(f"body of {len(payload)} bytes exceeds {self.max_body_size}")
         request_headers = {"content-type": "application/octet-stream"}
         if headers:
-            request_headers.update(headers)
+            request_headers.update(check_str_map(headers))
         await self._check_open()
         assert self._nursery is not None
         call = _Call()

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, TypedDict
 
 import trio
 
-from trioplane._errors import ConnectError, ConnectionLost
+from trioplane._checks import check_count
+from trioplane._errors import BadArgument, ConnectError, ConnectionLost
 from trioplane._network import Connector, open_stream, open_tcp_stream
 from trioplane._sockets import ByteLink
 from trioplane._types import Instance
@@ -23,7 +24,6 @@ from trioplane.addresses import format_host_port, parse_tcp_address
 from trioplane.tls import DEFAULT_HANDSHAKE_TIMEOUT, TcpTls
 from trioplane.transports._base import PipelinedClient
 from trioplane.transports._pipeline import FrameChannel, PoolOptions
-from trioplane.wire.sniff import foreign_protocol
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE, AckDecoder, encode_request_frame
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class StreamFrameChannel:
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int, peer: str = "") -> None:
         self._link = ByteLink(stream)
-        self._decoder = AckDecoder(max_frame_size=max_frame_size)
+        # It also tells an HTTP, TLS or NATS peer (a wrong port) from a worker's acks.
+        self._decoder = AckDecoder(max_frame_size=max_frame_size, peer=peer or "the peer")
         self._peer = peer
         self._first = True
 
@@ -109,27 +110,11 @@ class StreamFrameChannel:
             if not data:
                 decoder.check_eof()
                 raise ConnectionLost("peer closed the connection")
-            if self._first:
-                self._first = False
-                self._check_protocol(data)
+            self._first = False
             decoder.feed(data)
 
     async def aclose(self) -> None:
         await self._link.aclose()
-
-    def _check_protocol(self, data: bytes | bytearray | memoryview) -> None:
-        """A first answer that is TLS or HTTP, not an ack: say so, not "FrameTooLarge"."""
-        protocol = foreign_protocol(data)
-        if protocol == "TLS":
-            raise ConnectError(
-                f"{self._peer} answered with TLS: it serves TLS and this client speaks plain"
-                " text (give ssl_context, or set DYN_TCP_TLS_CA_CERT_PATH)"
-            )
-        if protocol == "HTTP":
-            raise ConnectError(
-                f"{self._peer} answered with HTTP: it is not a TCP request-plane port"
-                " (an HTTP plane's address is http://host:port/v1/rpc/...)"
-            )
 
 
 _POOL_KEYS = (
@@ -153,9 +138,11 @@ class TcpClient(PipelinedClient[tuple[str, int]]):
         check_options(options, TcpClientOptions, "TCP client")
         pool = {k: v for k, v in options.items() if k in _POOL_KEYS}
         super().__init__(PoolOptions(**pool))  # type: ignore[arg-type]
-        self.max_frame_size = options.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
+        self.max_frame_size = check_count(
+            options.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE), "max_frame_size"
+        )
         if self.max_frame_size < 12:
-            raise ValueError("max_frame_size is too small for any frame")
+            raise BadArgument("max_frame_size is too small for any frame")
         self._connector: Connector = options.get("connector", open_tcp_stream)
         if "ssl_context" in options:
             self.ssl_context = options["ssl_context"]

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import trio
 
-from trioplane._errors import ClientClosed
+from trioplane._checks import check_plane_options
+from trioplane._errors import BadArgument, BadArgumentType, ClientClosed
+from trioplane._logging import RateLimitedLog
 from trioplane._types import ClientStats, Instance, RequestPlaneClient
-from trioplane._util import AsyncResource, Latest, check_options, running
+from trioplane._util import AsyncResource, Latest, check_options, iter_leaves, reason, running
 from trioplane.nats import NatsOptions
 from trioplane.transports.tcp import TcpClientOptions, start_tcp_client
 
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: Warm-up failures: the same error reaches the first call to the transport, so
+#: they are logged at INFO (not shown by default), a few a minute.
+_warmup_log = RateLimitedLog(log)
 
 ADDRESS_FORMS = (
     "'host:port/path', 'tcp://host:port/path', 'http(s)://host:port/path', "
@@ -55,6 +60,8 @@ _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^/:\s]+):[^/]*(/|\Z)")
 _SUBJECT = re.compile(r"[^\s.:/]+(\.[^\s.:/]+)*\Z")
 _SCHEMES = {"tcp": "tcp", "http": "http", "https": "http", "ws": "websocket", "wss": "websocket"}
 _INSTANCE_KINDS = {"tcp": "tcp", "http": "http", "websocket": "websocket", "nats_tcp": "nats"}
+#: What a caller without a NATS server is told to do.
+NATS_SERVER_HINT = "pass nats_servers='nats://host:4222', or set NATS_SERVER (as for Dynamo)"
 
 
 class RequestPlaneOptions(TypedDict, total=False):
@@ -77,25 +84,25 @@ class RequestPlaneOptions(TypedDict, total=False):
 def classify(address: str) -> tuple[str, str]:
     """``(transport, address for it)``; ``ValueError`` naming the forms if unknown."""
     if not isinstance(address, str):
-        raise TypeError(f"address must be str, not {type(address).__name__}")
+        raise BadArgumentType(f"address must be str, not {type(address).__name__}")
     if not address or any(c.isspace() for c in address):
-        raise ValueError(f"bad address {address!r}; accepted forms: {ADDRESS_FORMS}")
+        raise BadArgument(f"bad address {address!r}; accepted forms: {ADDRESS_FORMS}")
     scheme, sep, _ = address.partition("://")
     if sep:
         kind = _SCHEMES.get(scheme.lower())
         if kind is None:
-            raise ValueError(f"unknown scheme in {address!r}; accepted forms: {ADDRESS_FORMS}")
+            raise BadArgument(f"unknown scheme in {address!r}; accepted forms: {ADDRESS_FORMS}")
         return kind, address
     if address.startswith("nats:"):
         subject = address[len("nats:") :]
         if not _SUBJECT.match(subject):
-            raise ValueError(f"bad NATS subject in {address!r}; accepted forms: {ADDRESS_FORMS}")
+            raise BadArgument(f"bad NATS subject in {address!r}; accepted forms: {ADDRESS_FORMS}")
         return "nats", subject
     if _HOST_PORT.match(address):
         return "tcp", address
     if _SUBJECT.match(address) and "." in address:
         return "nats", address
-    raise ValueError(f"bad address {address!r} (a port is needed); accepted: {ADDRESS_FORMS}")
+    raise BadArgument(f"bad address {address!r} (a port is needed); accepted: {ADDRESS_FORMS}")
 
 
 def address_for(instance: Instance) -> str:
@@ -112,6 +119,7 @@ class UnifiedClient(AsyncResource):
 
     def __init__(self, **options: Unpack[RequestPlaneOptions]) -> None:
         check_options(options, RequestPlaneOptions, "request-plane")
+        check_plane_options(options)
         self.options = options
         self.nats_servers = options.get("nats_servers") or os.environ.get("NATS_SERVER")
         self._clients: dict[str, RequestPlaneClient] = {}
@@ -175,7 +183,7 @@ class UnifiedClient(AsyncResource):
 
             return await start_websocket_client(nursery, **options)
         if not self.nats_servers:
-            raise ValueError("a NATS address, but no NATS server: pass nats_servers")
+            raise BadArgument(f"a NATS address, but no NATS server: {NATS_SERVER_HINT}")
         from trioplane.transports.nats import start_nats_client
 
         return await start_nats_client(nursery, self.nats_servers, **self.options.get("nats", {}))
@@ -186,7 +194,7 @@ class UnifiedClient(AsyncResource):
         """Send with the transport the address names (see the module doc)."""
         kind, target = classify(address)
         if kind == "nats" and not self.nats_servers:
-            raise ValueError(f"NATS address {address!r}, but no NATS server: pass nats_servers")
+            raise BadArgument(f"NATS address {address!r}, but no NATS server: {NATS_SERVER_HINT}")
         client = await self.client_for(kind)
         return await client.send_request(target, payload, headers)
 
@@ -258,8 +266,13 @@ class UnifiedClient(AsyncResource):
                 await self._stopped.wait()
 
 
-def _log_warmup_failure(kind: str, exc: Exception) -> None:
-    log.warning("cannot warm up the %s transport: %s", kind, exc)
+def _log_warmup_failure(kind: str, exc: BaseException) -> None:
+    """One plain line: the error itself (a lone error out of its group), not
+    "Exceptions from Trio nursery (1 sub-exception)"."""
+    errors = "; ".join(f"{type(e).__name__}: {reason(e)}" for e in iter_leaves(exc))
+    _warmup_log.log(
+        logging.INFO, f"warmup-{kind}", "cannot warm up the %s transport: %s", kind, errors
+    )
 
 
 async def start_request_plane(

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, TypedDict
 
 import trio
 
-from trioplane._errors import ConnectError, ConnectionLost, ProtocolError
+from trioplane._checks import check_count, check_seconds
+from trioplane._errors import BadArgument, ConnectError, ConnectionLost, MissingExtra, ProtocolError
 from trioplane._types import Instance
 from trioplane._util import check_options, reason, running
 from trioplane.addresses import format_host_port, split_url
@@ -35,9 +36,7 @@ if TYPE_CHECKING:
 try:
     import trio_websocket
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the WebSocket transport needs trio-websocket: pip install 'trioplane[websocket]'"
-    ) from exc
+    raise MissingExtra("the WebSocket transport", "trio-websocket", "websocket") from exc
 
 __all__ = [
     "WebSocketClient",
@@ -81,7 +80,7 @@ def parse_websocket_address(address: str) -> WsKey:
     """``ws://host[:port]/path`` -> (secure, host, port, path); ``ValueError`` if malformed."""
     parts, port = split_url(address, ("ws", "wss"), ADDRESS_FORMS, "a WebSocket")
     if parts.query or parts.fragment or parts.username:
-        raise ValueError(f"WebSocket address {address!r} has a query, fragment or user")
+        raise BadArgument(f"WebSocket address {address!r} has a query, fragment or user")
     assert parts.hostname is not None
     return parts.scheme == "wss", parts.hostname, port, parts.path or "/"
 
@@ -147,11 +146,15 @@ class WebSocketClient(PipelinedClient[WsKey]):
         pool = {k: v for k, v in options.items() if k in PoolOptions.__dataclass_fields__}
         pool.setdefault("max_connections_per_host", 1)
         super().__init__(PoolOptions(**pool))  # type: ignore[arg-type]
-        self.max_message_size = options.get("max_message_size", DEFAULT_MAX_FRAME_SIZE)
-        self.ping_interval = options.get("ping_interval", 20.0)
-        self.ping_timeout = options.get("ping_timeout", 10.0)
-        if self.ping_interval <= 0 or self.ping_timeout <= 0:
-            raise ValueError("ping_interval and ping_timeout must be positive")
+        self.max_message_size = check_count(
+            options.get("max_message_size", DEFAULT_MAX_FRAME_SIZE), "max_message_size", minimum=12
+        )
+        self.ping_interval = check_seconds(
+            options.get("ping_interval", 20.0), "ping_interval", zero=False
+        )
+        self.ping_timeout = check_seconds(
+            options.get("ping_timeout", 10.0), "ping_timeout", zero=False
+        )
         self._ssl_context = options.get("ssl_context")
 
     def _route(

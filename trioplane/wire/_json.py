@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import BadArgumentType, ProtocolError
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -23,7 +23,7 @@ def dump_str_map(mapping: Mapping[str, str]) -> bytes:
     parts = []
     for key, value in mapping.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"{key!r}: names and values must be str")
+            raise BadArgumentType(f"{key!r}: names and values must be str")
         parts.append(f"{encode_basestring(key)}:{encode_basestring(value)}")
     return ("{" + ",".join(parts) + "}").encode()
 

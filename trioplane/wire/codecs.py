@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from trioplane._errors import ProtocolError
+from trioplane._errors import BadArgument, ProtocolError
 from trioplane.wire._json import dump_json, load_json
 
 __all__ = ["JSON", "MSGPACK", "CodecError", "PayloadCodec", "get_codec"]
@@ -38,7 +38,7 @@ class JsonCodec:
         try:
             return dump_json(obj)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"json codec cannot encode {type(obj).__name__}: {exc}") from exc
+            raise BadArgument(f"json codec cannot encode {type(obj).__name__}: {exc}") from exc
 
     def decode(self, data: bytes) -> Any:
         return load_json(data, "payload", CodecError)
@@ -51,7 +51,7 @@ class MsgpackCodec:
         try:
             return msgpack.packb(obj, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"msgpack codec cannot encode {type(obj).__name__}: {exc}") from exc
+            raise BadArgument(f"msgpack codec cannot encode {type(obj).__name__}: {exc}") from exc
 
     def decode(self, data: bytes) -> Any:
         try:
@@ -72,4 +72,4 @@ def get_codec(name: str | None) -> PayloadCodec:
     try:
         return _CODECS[name]
     except KeyError:
-        raise ValueError(f"unknown payload codec {name!r}; use 'json' or 'msgpack'") from None
+        raise BadArgument(f"unknown payload codec {name!r}; use 'json' or 'msgpack'") from None

@@ -18,7 +18,14 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from trioplane._errors import FrameTooLarge, MaxPayloadExceeded, ProtocolError
+from trioplane._checks import check_bytes
+from trioplane._errors import (
+    BadArgument,
+    BadArgumentType,
+    FrameTooLarge,
+    MaxPayloadExceeded,
+    ProtocolError,
+)
 from trioplane.wire._buffer import FrameDecoder
 from trioplane.wire._json import dump_json, load_json
 
@@ -307,29 +314,33 @@ def validate_subject(subject: str, *, wildcards: bool = False, what: str = "subj
     ``wildcards`` allows ``*`` tokens and a final ``>`` (subscriptions only).
     """
     if not isinstance(subject, str):
-        raise TypeError(f"{what} must be str, not {type(subject).__name__}")
+        raise BadArgumentType(f"{what} must be str, not {type(subject).__name__}")
     if not _SUBJECT.match(subject):
-        raise ValueError(f"invalid NATS {what} {subject!r}")
+        raise BadArgument(f"invalid NATS {what} {subject!r}")
     if "*" in subject or ">" in subject:
         tokens = subject.split(".")
         ok = wildcards and all(
             (t == "*" or "*" not in t) and (t == ">" or ">" not in t) for t in tokens
         )
         if not ok or ">" in tokens[:-1]:
-            raise ValueError(f"wildcards are not allowed in NATS {what} {subject!r}")
+            raise BadArgument(f"wildcards are not allowed in NATS {what} {subject!r}")
 
 
 def encode_headers(headers: Mapping[str, str | list[str]]) -> bytes:
     """The ``NATS/1.0`` header block for ``headers`` (values may be lists)."""
+    if not isinstance(headers, Mapping):
+        raise BadArgumentType(f"headers must be a mapping (a dict), not {type(headers).__name__}")
     out = [_HEADER_LINE, _CRLF]
     for key, values in headers.items():
         if not isinstance(key, str) or not _HEADER_KEY.match(key):
-            raise ValueError(f"invalid NATS header name {key!r}")
+            raise BadArgument(f"invalid NATS header name {key!r}")
         for value in [values] if isinstance(values, str) else values:
             if not isinstance(value, str):
-                raise TypeError(f"NATS header {key!r} must be str, not {type(value).__name__}")
+                raise BadArgumentType(
+                    f"NATS header {key!r} must be str, not {type(value).__name__}"
+                )
             if _BAD_VALUE.search(value):
-                raise ValueError(f"NATS header {key!r} contains CR or LF")
+                raise BadArgument(f"NATS header {key!r} contains CR or LF")
             out += [key.encode(), b": ", value.encode(), _CRLF]
     out.append(_CRLF)
     return b"".join(out)
@@ -350,6 +361,7 @@ def encode_pub(
 ) -> bytes:
     """``PUB`` (or ``HPUB`` with headers); :class:`MaxPayloadExceeded` past ``max_payload``."""
     validate_subject(subject)
+    check_bytes(payload)
     if reply is not None:
         validate_subject(reply, what="reply subject")
     target = f"{subject} {reply} " if reply is not None else f"{subject} "
@@ -372,7 +384,7 @@ def _check_size(size: int, max_payload: int | None) -> None:
 
 def _check_count(value: object, what: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise TypeError(f"{what} must be a non-negative int, not {value!r}")
+        raise BadArgumentType(f"{what} must be a non-negative int, not {value!r}")
 
 
 def encode_sub(subject: str, sid: int, queue: str | None = None) -> bytes:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trioplane._errors import MalformedStream, ProtocolError, StreamIncomplete
+from trioplane._errors import BadArgument, MalformedStream, ProtocolError, StreamIncomplete
 from trioplane.wire._json import dump_json, load_json
 from trioplane.wire.codecs import PayloadCodec
 from trioplane.wire.control import decode_handshake
@@ -309,7 +309,7 @@ def encode_prologue(error: Any = None, typed_error: Mapping[str, Any] | None = N
 def encode_item(codec: PayloadCodec, data: Any) -> bytes:
     """One response item, in Dynamo's wrapper (``data`` is the annotated item, not None)."""
     if data is None:
-        raise ValueError("a response item cannot be None (the wrapper's data marks an item)")
+        raise BadArgument("a response item cannot be None (the wrapper's data marks an item)")
     return encode_two_part(body=codec.encode({"data": data, "complete_final": False}))
 
 
@@ -326,7 +326,7 @@ def encode_sentinel() -> bytes:
 def encode_cancel(kind: str = CANCEL_STOP) -> bytes:
     """The caller's ``"stop"`` (graceful) or ``"kill"`` frame."""
     if kind not in (CANCEL_STOP, CANCEL_KILL):
-        raise ValueError(f"cancel kind must be 'stop' or 'kill', not {kind!r}")
+        raise BadArgument(f"cancel kind must be 'stop' or 'kill', not {kind!r}")
     return encode_two_part(dump_json(kind))
 
 

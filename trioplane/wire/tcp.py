@@ -11,9 +11,11 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from trioplane._errors import FrameTooLarge, ProtocolError
+from trioplane._checks import check_bytes, check_str_map
+from trioplane._errors import BadArgument, BadArgumentType, FrameTooLarge, ProtocolError
 from trioplane.wire._buffer import FrameDecoder
 from trioplane.wire._json import dump_str_map, load_json
+from trioplane.wire.sniff import foreign_answer, wrong_protocol
 
 __all__ = [
     "decode_ack",
@@ -58,10 +60,12 @@ def encode_headers(headers: Mapping[str, str] | None) -> bytes:
     """
     if not headers:
         return _EMPTY_HEADERS
+    if type(headers) is not dict and not isinstance(headers, Mapping):
+        check_str_map(headers)  # raises: names the type
     try:
         return dump_str_map(headers)
     except TypeError as exc:
-        raise TypeError(f"header {exc}") from None
+        raise BadArgumentType(f"header {exc}") from None
 
 
 def encode_request_frame(
@@ -76,12 +80,14 @@ def encode_request_frame(
     ``ValueError`` for a path or headers that do not fit their u16 fields,
     :class:`FrameTooLarge` for a frame over ``max_frame_size``.
     """
+    if type(payload) is not bytes:
+        check_bytes(payload)
     path_bytes = path.encode()
     if len(path_bytes) > MAX_PATH_SIZE:
-        raise ValueError(f"endpoint path too long: {len(path_bytes)} bytes (max {MAX_PATH_SIZE})")
+        raise BadArgument(f"endpoint path too long: {len(path_bytes)} bytes (max {MAX_PATH_SIZE})")
     header_bytes = encode_headers(headers)
     if len(header_bytes) > MAX_HEADERS_SIZE:
-        raise ValueError(f"headers too long: {len(header_bytes)} bytes (max {MAX_HEADERS_SIZE})")
+        raise BadArgument(f"headers too long: {len(header_bytes)} bytes (max {MAX_HEADERS_SIZE})")
     size = 8 + len(path_bytes) + len(header_bytes) + len(payload)
     if size > max_frame_size:
         raise FrameTooLarge(f"request frame of {size} bytes exceeds limit {max_frame_size}")
@@ -174,13 +180,29 @@ def decode_ack(data: bytes, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> 
 
 
 class AckDecoder(FrameDecoder):
-    """Incremental decoder of ack frames (the caller's side)."""
+    """Incremental decoder of ack frames (the caller's side).
+
+    It reads one connection from its start: when the first ack cannot be one (its
+    length is over the limit, or the stream ends inside it) and its bytes are
+    another protocol's answer (HTTP, HTTP/2, TLS, a NATS server's ``INFO``...), it
+    raises :class:`~trioplane.WrongProtocol` naming ``peer`` and what it speaks,
+    not a :class:`~trioplane.FrameTooLarge` of "HTTP" read as a length
+    (``sniff=False``: no such check).
+    """
 
     _what = "ack frame"
 
-    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        peer: str = "the peer",
+        sniff: bool = True,
+    ) -> None:
         super().__init__()
         self.max_frame_size = max_frame_size
+        self.peer = peer
+        self._sniffing = sniff
 
     def next_ack(self) -> bytes | None:
         """The next ack's bytes (``b""`` = accepted), or ``None`` until more arrive."""
@@ -197,6 +219,8 @@ class AckDecoder(FrameDecoder):
         if len(buf) < 4:
             return None
         (length,) = buf.unpack(_U32)
+        if self._sniffing:
+            self._sniff(length)
         if length + 4 > self.max_frame_size:
             raise FrameTooLarge(f"ack of {length} bytes exceeds limit {self.max_frame_size}")
         if len(buf) < 4 + length:
@@ -204,3 +228,29 @@ class AckDecoder(FrameDecoder):
         ack = buf.slice(4, 4 + length) if length else b""
         buf.consume(4 + length)
         return ack
+
+    def _sniff(self, length: int) -> None:
+        """The first ack: a whole one is Dynamo's (nothing else is looked at after it);
+        one over the limit may be another protocol's answer. Only an error the decoder
+        would raise anyway is named otherwise, so a worker's acks never are."""
+        if length + 4 > self.max_frame_size:
+            self._sniffing = False
+            self._raise_if_foreign()
+        elif len(self._buffer) >= 4 + length:
+            self._sniffing = False
+
+    def _raise_if_foreign(self) -> None:
+        buf = self._buffer
+        found = foreign_answer(buf.slice(0, min(len(buf), 64)), max_frame_size=self.max_frame_size)
+        if found is not None:
+            self._error = wrong_protocol(self.peer, found)
+            raise self._error
+
+    def check_eof(self) -> None:
+        """Call at end of stream: :class:`~trioplane.WrongProtocol` if the peer
+        answered in another protocol before closing, else :class:`ProtocolError` if
+        an ack was cut short."""
+        if self._sniffing and self._buffer:
+            self._sniffing = False
+            self._raise_if_foreign()
+        super().check_eof()

@@ -176,12 +176,14 @@ def test_call_usage_errors_exit_2(args: list[str], message: str) -> None:
 
 
 def test_bad_endpoint_name_is_one_line(tmp_path: Path) -> None:
+    """A bad endpoint name is a bad argument: exit status 2, as the docs promise."""
     result = subprocess.run(
         [sys.executable, "-m", "trioplane", "call", "nodots", "{}", "--discovery-dir", "."],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert result.returncode == 1
-    assert result.stderr.startswith("trioplane: ValueError: endpoint must be")
+    assert result.returncode == 2
+    assert result.stderr.startswith("trioplane call: error: argument endpoint: endpoint must be")
+    assert len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.nats
@@ -271,14 +273,15 @@ async def test_instances_watch_and_call_through_etcd(tmp_path: Path) -> None:
             await watcher.wait()
 
 
-@pytest.mark.parametrize("url", ["zk://x:1", "file://relative/dir", "etcd://"])
+@pytest.mark.parametrize("url", ["zk://x:1", "file://relative/dir", "etcd://", "etcd://h:x"])
 def test_bad_discovery_urls_are_one_line(url: str) -> None:
+    """A discovery URL that cannot be is a bad argument (exit status 2)."""
     result = subprocess.run(
         [sys.executable, "-m", "trioplane", "instances", "a.b.c", "--discovery", url],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert result.returncode == 1
-    assert result.stderr.startswith("trioplane: ValueError:")
+    assert result.returncode == 2
+    assert result.stderr.startswith("trioplane instances: error: argument --discovery:")
     assert len(result.stderr.strip().splitlines()) == 1
 
 

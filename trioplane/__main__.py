@@ -1,5 +1,10 @@
+"""``python -m trioplane``: the ``trioplane`` command (:mod:`trioplane.cli`)."""
+
 import sys
 
-from trioplane.cli import main
+try:
+    from trioplane.cli import main
+except KeyboardInterrupt:  # Ctrl-C while importing: exit as the command would
+    sys.exit(130)
 
 sys.exit(main())

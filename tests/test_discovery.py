@@ -557,3 +557,18 @@ def test_other_things_are_not_discoveries(thing: object) -> None:
 def test_poll_interval_must_be_positive(poll_interval: float) -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         FileDiscovery("/nonexistent", poll_interval=poll_interval)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("etcd://10.0.0.1", ["http://10.0.0.1:2379"]),
+        ("etcd://a:1234,b", ["http://a:1234", "http://b:2379"]),
+        ("etcds://[::1]", ["https://[::1]:2379"]),
+        ("etcd://[::1]:2380", ["http://[::1]:2380"]),
+    ],
+)
+def test_an_etcd_url_without_a_port_means_2379(url: str, expected: list[str]) -> None:
+    from trioplane.discovery import discovery_from_url
+
+    assert list(discovery_from_url(url).endpoints) == expected  # type: ignore[union-attr]

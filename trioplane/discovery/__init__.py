@@ -119,7 +119,9 @@ def discovery_from_url(url: str) -> FileDiscovery | EtcdDiscovery:
         from trioplane.discovery.etcd import EtcdDiscovery
 
         web = "https" if scheme == "etcds" else "http"
-        endpoints = [f"{web}://{host.strip()}" for host in rest.split(",") if host.strip()]
+        endpoints = [
+            f"{web}://{_with_etcd_port(host.strip())}" for host in rest.split(",") if host.strip()
+        ]
         if not endpoints:
             raise BadArgument(f"no etcd endpoint in {url!r}")
         settings = EtcdDiscovery.from_env()
@@ -130,6 +132,13 @@ def discovery_from_url(url: str) -> FileDiscovery | EtcdDiscovery:
             ssl_context=settings.ssl_context,
         )
     raise BadArgument(f"discovery URLs are etcd://host:port or file:///dir, not {url!r}")
+
+
+def _with_etcd_port(host: str) -> str:
+    """``host`` with etcd's client port (2379) when it names none, as etcdctl reads it."""
+    if host.startswith("["):  # [v6]:port
+        return host if "]:" in host else f"{host}:2379"
+    return host if ":" in host else f"{host}:2379"
 
 
 def describe(discovery: Discovery) -> str:

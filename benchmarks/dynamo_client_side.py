@@ -5,7 +5,8 @@ Runs under the Dynamo virtual environment's Python (asyncio, not trioplane's):
     python dynamo_client_side.py ENDPOINT SECONDS CASE...
 
 where each CASE is ``name:op_n:concurrency`` (e.g. ``unary:1:16``). Prints one
-JSON line per case: requests, items, seconds and per-request latencies.
+JSON line per case: requests, items, seconds, per-request latencies and the
+process's CPU seconds (``time.process_time()``: every thread, Dynamo's runtime's too).
 """
 
 import asyncio
@@ -30,10 +31,11 @@ async def measure(client: Any, n: int, concurrency: int, seconds: float) -> dict
                 items += 1
             latencies.append(time.perf_counter() - start)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return {"requests": len(latencies), "items": items,
-            "seconds": time.perf_counter() - start, "latencies": latencies}  # fmt: skip
+            "seconds": time.perf_counter() - start, "latencies": latencies,
+            "cpu_seconds": time.process_time() - cpu}  # fmt: skip
 
 
 async def main() -> None:

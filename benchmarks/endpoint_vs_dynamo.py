@@ -60,6 +60,8 @@ class Result:
     items: int
     seconds: float
     latencies: list[float]
+    #: The client process's CPU time (``time.process_time()``) over the measurement.
+    cpu_seconds: float = 0.0
 
     @property
     def req_per_s(self) -> float:
@@ -72,6 +74,11 @@ class Result:
     def percentile(self, q: int) -> float:
         """Latency percentile in ms."""
         return statistics.quantiles(self.latencies, n=100)[q - 1] * 1000
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """The client's CPU time per call, in ms: steadier than rates on a shared machine."""
+        return self.cpu_seconds / self.requests * 1000
 
 
 async def measure(
@@ -90,24 +97,29 @@ async def measure(
                     items += 1
             latencies.append(time.perf_counter() - start)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(caller)
-    return Result(len(latencies), items, time.perf_counter() - start, latencies)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Result(len(latencies), items, elapsed, latencies, cpu)
 
 
-async def trioplane_side(kv: Path, seconds: float) -> dict[str, Result]:
+async def trioplane_side(
+    kv: Path, seconds: float, cases: list[tuple[str, int, int]] = CASES
+) -> dict[str, Result]:
     results = {}
     async with trioplane.open_endpoint_client(ENDPOINT, kv) as client:
         await client.wait_for_instances()
-        for name, n, concurrency in CASES:
+        for name, n, concurrency in cases:
             await measure(client, n, concurrency, 0.5)  # warm up
             results[name] = await measure(client, n, concurrency, seconds)
     return results
 
 
-def floor_side(instance: trioplane.Instance, seconds: float) -> dict[str, Result]:
+def floor_side(
+    instance: trioplane.Instance, seconds: float, cases: list[tuple[str, int, int]] = CASES
+) -> dict[str, Result]:
     """The minimal blocking client, for the concurrency-1 cases."""
     host_port, _, path = instance.address.partition("/")
     host, _, port = host_port.rpartition(":")
@@ -139,33 +151,37 @@ def floor_side(instance: trioplane.Instance, seconds: float) -> dict[str, Result
                     items += type(event).__name__ == "Item"
             return items
 
-        for name, n, concurrency in CASES:
+        for name, n, concurrency in cases:
             if concurrency != 1:
                 continue
             body = MSGPACK.encode({"op": "count", "n": n})
             latencies, items = [], 0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             while time.perf_counter() < start + seconds:
                 began = time.perf_counter()
                 items += call(body)
                 latencies.append(time.perf_counter() - began)
-            results[name] = Result(len(latencies), items, time.perf_counter() - start, latencies)
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            results[name] = Result(len(latencies), items, elapsed, latencies, cpu)
     return results
 
 
-def dynamo_side(kv: Path, seconds: float) -> dict[str, Result]:
+def dynamo_side(
+    kv: Path, seconds: float, cases: list[tuple[str, int, int]] = CASES
+) -> dict[str, Result]:
     env = worker_env(kv)
     del env["DYN_TCP_RPC_PORT"]  # a client process must not bind the worker's port
     script = Path(__file__).with_name("dynamo_client_side.py")
-    cases = [f"{name.split()[0]}:{n}:{c}" for name, n, c in CASES]
+    specs = [f"{name.split()[0]}:{n}:{c}" for name, n, c in cases]
     output = subprocess.run(
-        [dynamo_python(), script, ENDPOINT, str(seconds), *cases],
+        [dynamo_python(), script, ENDPOINT, str(seconds), *specs],
         env=env, capture_output=True, text=True, check=True, timeout=600,
     ).stdout  # fmt: skip
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    fields = ("requests", "items", "seconds", "latencies", "cpu_seconds")
     return {
-        name: Result(line["requests"], line["items"], line["seconds"], line["latencies"])
-        for (name, _, _), line in zip(CASES, lines, strict=True)
+        name: Result(*(line[field] for field in fields))
+        for (name, _, _), line in zip(cases, lines, strict=True)
     }
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import trio
+import trio.testing
 
 import trioplane
 from trioplane import Instance, StaticDiscovery
@@ -503,3 +504,18 @@ async def test_a_closed_stream_iterates_no_further(fake: FakeEndpointWorker) -> 
             await anext(aiter(responses))
         with pytest.raises(trioplane.WrongIdiom, match="entered once"):
             await stream.__aenter__()
+
+
+async def test_a_call_that_fails_at_once_is_still_a_checkpoint() -> None:
+    """A loop of calls with no instance to go to still sees its cancel scope."""
+    async with trioplane.open_endpoint_client(ENDPOINT, StaticDiscovery()) as client:
+        failures = 0
+        with trio.move_on_after(0.05) as scope:
+            while True:
+                with pytest.raises(trioplane.NoInstances):
+                    await client.call({})
+                failures += 1
+        assert scope.cancelled_caught and failures > 0
+        with trio.testing.assert_checkpoints():
+            with pytest.raises(trioplane.InstanceNotFound):
+                await client.call({}, instance_id=0x99)

@@ -49,6 +49,7 @@ import trioplane
 import trioplane.addresses
 from trioplane._demo import whole_loop
 from trioplane._util import iter_leaves, unwrap_group
+from trioplane.bench import add_bench_parser, run_bench
 from trioplane.discovery import (
     DiscoverySource,
     FileDiscovery,
@@ -829,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the NATS server (nats://HOST:4222), for --transports nats (default: $NATS_SERVER)",
     )
+    add_bench_parser(commands)
     return parser
 
 
@@ -860,6 +862,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         trio.run(call, args, args.request)
     elif args.command == "instances":
         trio.run(instances, args)
+    elif args.command == "bench":
+        return run_bench(args)
     elif args.command == "serve":
         serve_parser = _commands(parser)["serve"]
         if "nats" in args.transports and not _nats_configured(args):

@@ -902,6 +902,9 @@ class EndpointClient(AsyncResource):
             try:
                 instance = self._pick(instance_id, tried)
             except NoInstances:
+                # Every call is a checkpoint, failed ones too: a loop of calls to an
+                # endpoint with no instances must still see its deadline and Ctrl-C.
+                await trio.lowlevel.checkpoint()
                 if last_error is not None:
                     raise last_error from None
                 raise

@@ -1,9 +1,26 @@
-"""Shared fixtures: a real TCP test worker, echo policies, leak checks, bare httpx clients."""
+"""Shared fixtures: a real TCP test worker, echo policies, leak checks, bare httpx clients.
+
+Tests marked ``dynamo`` run real Dynamo processes from a virtual environment per Dynamo
+version (1.6.1, about 270 MB; 1.2.1 for the HTTP plane, about 160 MB), created by the
+first test that needs it and reused by later runs. Where they live (details in
+``tests/dynamo/__init__.py``):
+
+* ``TRIOPLANE_DYNAMO_VENV_1_6_1``, ``TRIOPLANE_DYNAMO_VENV_1_2_1``: one version's venv;
+* ``TRIOPLANE_DYNAMO_VENV``: the 1.6.1 venv (as before; no longer also the 1.2.1 one);
+* ``TRIOPLANE_DYNAMO_CACHE``: a folder holding ``dynamo-<version>`` for each version;
+* by default ``~/.cache/trioplane/dynamo-<version>``.
+
+While a venv is created, its progress goes to the terminal, past pytest's capture. If it
+cannot be created (no package index), those tests are skipped with the reason; with
+``TRIOPLANE_REQUIRE_DYNAMO=1`` (as in ``.ci/run``) they fail instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,11 +34,37 @@ from trioplane.testing import Reply, TcpTestWorker, open_tcp_test_worker, serve_
 from trioplane.testing.worker import Policy
 from trioplane.wire.tcp import RequestFrame
 
+from . import dynamo
 from .pki import Pki, make_pki
 
 # Shared, noisy machines: no per-example deadline (speed lives in benchmarks/).
 settings.register_profile("trioplane", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("trioplane")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Progress of a Dynamo venv being created goes to the terminal, past the capture."""
+
+    def say(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            print(line, file=sys.__stderr__, flush=True)
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(line)
+            reporter.flush()
+
+    dynamo.use_output(say)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``dynamo`` gets the default Dynamo version's venv before its fixtures
+    start workers: made here once, or the test is skipped saying why it could not be."""
+    if item.get_closest_marker("dynamo") is not None:
+        dynamo.dynamo_python()
+
 
 #: Bare httpx client options: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
 PROTOCOLS: dict[str, dict[str, Any]] = {

@@ -515,7 +515,7 @@ async def test_a_call_that_fails_at_once_is_still_a_checkpoint() -> None:
                 with pytest.raises(trioplane.NoInstances):
                     await client.call({})
                 failures += 1
-        assert scope.cancelled_caught and failures > 0
-        with trio.testing.assert_checkpoints():
-            with pytest.raises(trioplane.InstanceNotFound):
-                await client.call({}, instance_id=0x99)
+        assert scope.cancelled_caught
+        assert failures > 0
+        with trio.testing.assert_checkpoints(), pytest.raises(trioplane.InstanceNotFound):
+            await client.call({}, instance_id=0x99)

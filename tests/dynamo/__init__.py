@@ -1,63 +1,254 @@
-"""Real Dynamo workers for interop tests, in a virtual environment of their own.
+"""Real Dynamo workers for interop tests, in virtual environments of their own.
 
-Dynamo's pins must never touch trioplane's, so ``ai-dynamo-runtime`` lives in a
-separate venv that is created once and cached (``$TRIOPLANE_DYNAMO_VENV``, else
-``~/.cache/trioplane/dynamo-<version>``).
+Dynamo's pins must never touch trioplane's, so ``ai-dynamo-runtime`` lives in a separate
+venv per version, created the first time a test needs it and reused from then on:
+
+=======  ===============================================  ============
+version  used by                                          size on disk
+=======  ===============================================  ============
+1.6.1    every test marked ``dynamo``                     about 270 MB
+1.2.1    the HTTP-plane tests (the last release with it)  about 160 MB
+=======  ===============================================  ============
+
+Where each venv lives, first match wins:
+
+``$TRIOPLANE_DYNAMO_VENV_<version>`` (dots as underscores: ``TRIOPLANE_DYNAMO_VENV_1_6_1``,
+``TRIOPLANE_DYNAMO_VENV_1_2_1``)
+    that version's venv, exactly there.
+``$TRIOPLANE_DYNAMO_VENV``
+    the 1.6.1 venv only (the variable from before there were two versions).
+``$TRIOPLANE_DYNAMO_CACHE``
+    a parent folder: each version in ``dynamo-<version>`` under it.
+otherwise
+    ``~/.cache/trioplane/dynamo-<version>``.
+
+A path whose ``bin/python`` exists is used as it is (so a venv made by hand works); else
+it is created there with ``pip install ai-dynamo-runtime==<version>``, which needs the
+package index once. The tests say on the terminal what is being installed, where and how
+big, with pip's output and a line every few seconds while it is quiet. When the venv
+cannot be made (no package index, say), the tests that need it are skipped with the
+reason, or fail with ``TRIOPLANE_REQUIRE_DYNAMO=1`` (CI sets it, so that it never passes by
+skipping them). Outside pytest (the benchmarks), :class:`DynamoUnavailable` is raised.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
+import importlib.metadata
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import venv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
 from trioplane import Instance
 
 DYNAMO_VERSION = "1.6.1"
+#: What each version's venv takes on disk, told before it is created.
+VENV_SIZES = {"1.6.1": "about 270 MB", "1.2.1": "about 160 MB"}
+#: While pip prints nothing for this long, a line says it is still at work.
+HEARTBEAT = 10.0
 WORKER_SCRIPT = Path(__file__).with_name("worker_script.py")
 CLIENT_SCRIPT = Path(__file__).with_name("client_script.py")
 START_TIMEOUT = 60.0
 
 
+class DynamoUnavailable(RuntimeError):
+    """A Dynamo venv could not be made (outside pytest; tests are skipped instead)."""
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+_say: Callable[[str], None] = _stderr_line
+_say_lock = threading.Lock()
+_under_pytest = False
+#: Why a version's venv could not be made, so that the next test skips at once.
+_failures: dict[str, str] = {}
+
+
+def use_output(say: Callable[[str], None]) -> None:
+    """Send progress lines to ``say`` (the conftest's: pytest's terminal, past capture),
+    and skip tests, rather than raise, when a venv cannot be made."""
+    global _say, _under_pytest
+    _say, _under_pytest = say, True
+
+
+def say(line: str) -> None:
+    """One progress line (thread-safe: pip's reader and the heartbeat both write)."""
+    with _say_lock:
+        _say(line)
+
+
+def venv_variable(version: str) -> str:
+    """The environment variable naming ``version``'s venv."""
+    return "TRIOPLANE_DYNAMO_VENV_" + version.replace(".", "_")
+
+
+def dynamo_venv(version: str = DYNAMO_VERSION) -> Path:
+    """Where ``version``'s venv lives (see the module's docstring)."""
+    if exact := os.environ.get(venv_variable(version)):
+        return Path(exact)
+    if version == DYNAMO_VERSION and (exact := os.environ.get("TRIOPLANE_DYNAMO_VENV")):
+        return Path(exact)
+    cache = os.environ.get("TRIOPLANE_DYNAMO_CACHE") or Path.home() / ".cache" / "trioplane"
+    return Path(cache) / f"dynamo-{version}"
+
+
 def dynamo_python(version: str = DYNAMO_VERSION) -> Path:
-    """The Python of a venv with ``ai-dynamo-runtime==version``, created on first use."""
-    default = Path.home() / ".cache" / "trioplane" / f"dynamo-{version}"
-    root = Path(os.environ.get("TRIOPLANE_DYNAMO_VENV", default))
+    """The Python of a venv with ``ai-dynamo-runtime==version``, created on first use.
+
+    Skips the calling test (or raises :class:`DynamoUnavailable` outside pytest) when it
+    cannot be created."""
+    root = dynamo_venv(version)
     python = root / "bin" / "python"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if python.exists():
-            return python
-        staging = root.with_name(root.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        venv.EnvBuilder(with_pip=True).create(staging)
-        subprocess.run(
-            [
-                staging / "bin" / "python",
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                f"ai-dynamo-runtime=={version}",
-            ],
-            check=True,
-        )
-        staging.rename(root)  # venv scripts use absolute paths; python itself is a symlink
+    if python.exists():
         return python
+    if version in _failures:
+        _unavailable(_failures[version])
+    failure = None
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(root.parent / f".{root.name}.lock", "w")  # noqa: SIM115
+    except OSError as error:
+        lock_file, failure = None, f"cannot create the Dynamo {version} venv at {root}: {error}"
+    if lock_file is not None:
+        with lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say(f"Dynamo {version} venv: another process is creating {root}; waiting")
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            if not python.exists():
+                try:
+                    _create(version, root)
+                except DynamoUnavailable as error:
+                    failure = str(error)
+    if failure is not None:  # raised here, not chained to the error above
+        _failures[version] = failure
+        _unavailable(failure)
+    return python
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if not _under_pytest:
+        raise DynamoUnavailable(reason)
+    import pytest
+
+    if os.environ.get("TRIOPLANE_REQUIRE_DYNAMO") == "1":
+        pytest.fail(f"{reason} (and TRIOPLANE_REQUIRE_DYNAMO=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _create(version: str, root: Path) -> None:
+    """Make ``root`` a venv with ``ai-dynamo-runtime==version``, telling how it goes."""
+    requirement = f"ai-dynamo-runtime=={version}"
+    size = VENV_SIZES.get(version, "a few hundred MB")
+    say(
+        f"Dynamo {version} venv: installing {requirement} ({size}) into {root}, "
+        "from the package index. This happens once; later runs reuse it "
+        f"(${venv_variable(version)} or $TRIOPLANE_DYNAMO_CACHE choose the place)."
+    )
+    start = time.monotonic()
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    # The running pip installs into the new venv (pip >= 22.3's --python): much faster than
+    # giving the venv a pip of its own, which only a Python without such a pip still needs.
+    own_pip = _pip_version() < (22, 3)
+    try:
+        venv.EnvBuilder(with_pip=own_pip).create(staging)
+    except (OSError, subprocess.CalledProcessError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DynamoUnavailable(
+            f"cannot create a virtual environment for Dynamo {version} at {staging}: {error}"
+        ) from error
+    target = str(staging / "bin" / "python")
+    pip = [target, "-m", "pip"] if own_pip else [sys.executable, "-m", "pip", "--python", target]
+    command = [*pip, "install", "--progress-bar", "off", "--disable-pip-version-check", requirement]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    assert process.stdout is not None
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    quiet_since = [time.monotonic()]
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(1.0):
+            if time.monotonic() - quiet_since[0] >= HEARTBEAT:
+                quiet_since[0] = time.monotonic()
+                held = _megabytes(staging)
+                say(
+                    f"Dynamo {version} venv: pip still at work "
+                    f"({time.monotonic() - start:.0f} s"
+                    + (f", {held} MB in the venv so far)" if held else ", downloading)")
+                )
+
+    beat = threading.Thread(target=heartbeat, name=f"dynamo-{version}-heartbeat", daemon=True)
+    beat.start()
+    try:
+        for raw in process.stdout:
+            line = raw.rstrip()
+            if line:
+                quiet_since[0] = time.monotonic()
+                tail.append(line)
+                say(f"  pip: {line}")
+        returncode = process.wait()
+    finally:
+        done.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        beat.join()
+    if returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DynamoUnavailable(
+            f"cannot install {requirement} (pip exited with {returncode}: {_pip_error(tail)}); "
+            "it needs the package index once, or a ready venv named by "
+            f"${venv_variable(version)}"
+        )
+    staging.rename(root)  # venv scripts use absolute paths; python itself is a symlink
+    say(
+        f"Dynamo {version} venv: ready at {root} "
+        f"({_megabytes(root)} MB, {time.monotonic() - start:.0f} s)"
+    )
+
+
+def _pip_version() -> tuple[int, ...]:
+    """The running Python's pip version, (0,) without pip."""
+    try:
+        version = importlib.metadata.version("pip")
+    except importlib.metadata.PackageNotFoundError:
+        return (0,)
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+def _pip_error(lines: collections.deque[str]) -> str:
+    """pip's last error line, or its last line."""
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or list(lines) or ["no output"])[-1]
+
+
+def _megabytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total // 1_000_000
 
 
 def worker_env(discovery_dir: Path, **extra: str) -> dict[str, str]:

@@ -82,7 +82,9 @@ class EtcdDiscovery:
     ssl_context: ssl.SSLContext | None = None
     lease_ttl: int = 30
     request_timeout: float = 5.0
-    _log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log), init=False, repr=False)
+    _log: RateLimitedLog = field(
+        default_factory=lambda: RateLimitedLog(log), init=False, repr=False
+    )
     #: Why the last etcd call of :meth:`changes` failed (``None``: it works).
     last_error: str | None = field(default=None, init=False, compare=False)
 

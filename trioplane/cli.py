@@ -59,6 +59,7 @@ from trioplane.discovery import (
     discovery_from_env,
     discovery_from_url,
 )
+from trioplane.processes import add_processes_options, serve_processes
 from trioplane.testing import Reply, open_tcp_test_worker
 from trioplane.wire.rejections import WORKER_AT_CAPACITY
 from trioplane.wire.tcp import RequestFrame
@@ -566,6 +567,17 @@ async def serve(args: argparse.Namespace, handler: Any) -> None:
         options["advertise_host"] = args.advertise_host
     if args.nats_server:
         options["nats_servers"] = args.nats_server
+    if args.processes > 1:  # the handler is imported by each child, by its name
+        try:
+            await serve_processes(
+                {args.endpoint: args.handler},
+                processes=args.processes,
+                on_serving=lambda _: _log_to_stderr(),
+                **options,
+            )
+        except OSError as exc:
+            raise _cannot_listen(args, exc) from None
+        return
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as stack:
             try:
@@ -573,11 +585,7 @@ async def serve(args: argparse.Namespace, handler: Any) -> None:
                     trioplane.open_worker({args.endpoint: handler}, **options)
                 )
             except OSError as exc:
-                if exc.filename is not None:
-                    raise
-                raise CannotListen(
-                    f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}"
-                ) from None
+                raise _cannot_listen(args, exc) from None
             # Serving now: the worker's own log (a handler's exception, a peer's bad
             # frame) is this server's stderr. Not before: a failed start is one line.
             _log_to_stderr()
@@ -591,6 +599,13 @@ async def serve(args: argparse.Namespace, handler: Any) -> None:
                 name = signal.Signals(signum).name
                 print(f"trioplane: {name}: draining (up to {args.grace:g} s)", file=sys.stderr)
                 break
+
+
+def _cannot_listen(args: argparse.Namespace, exc: OSError) -> BaseException:
+    """What a worker that could not start listening says (a file's error as it is)."""
+    if exc.filename is not None:
+        return exc
+    return CannotListen(f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}")
 
 
 def _log_to_stderr() -> None:
@@ -830,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the NATS server (nats://HOST:4222), for --transports nats (default: $NATS_SERVER)",
     )
+    add_processes_options(serve_parser)
     add_bench_parser(commands)
     return parser
 

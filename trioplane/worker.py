@@ -24,6 +24,7 @@ finish, then cancels them.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import time
@@ -36,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioplane._errors import ConnectError, EngineShutdown, InvalidArgument, ProtocolError
+from trioplane._checks import check_count, check_port, check_seconds
+from trioplane._errors import (
+    BadArgument,
+    BadArgumentType,
+    ConnectError,
+    EngineShutdown,
+    InvalidArgument,
+    ProtocolError,
+)
 from trioplane._logging import RateLimitedLog
 from trioplane._types import Instance
 from trioplane._util import running
@@ -214,8 +223,8 @@ class HealthCheck:
     timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        if not self.interval > 0 or not self.timeout > 0:
-            raise ValueError("a health check's interval and timeout must be positive")
+        check_seconds(self.interval, "a health check's interval", zero=False)
+        check_seconds(self.timeout, "a health check's timeout", zero=False)
 
 
 class Worker:
@@ -259,35 +268,42 @@ class Worker:
         status: StatusOptions | bool | None = None,
     ) -> None:
         if not endpoints:
-            raise ValueError("a worker needs at least one endpoint")
+            raise BadArgument("a worker needs at least one endpoint")
+        if isinstance(transports, str):
+            raise BadArgumentType(f"transports is a list of planes: [{transports!r}], not a str")
         unknown = set(transports) - set(_INSTANCE_KINDS)
         if unknown or not transports:
-            raise ValueError(
+            raise BadArgument(
                 f"transports are 'tcp', 'nats', 'websocket', 'http'; not {sorted(unknown)}"
             )
         self.transports = tuple(transports)
-        self.websocket_port = websocket_port
-        self.http_port = http_port
+        for plane in ("http", "websocket"):  # a missing extra is a MissingExtra now, before I/O
+            if plane in self.transports:
+                importlib.import_module(f"trioplane.servers.{plane}")
+        self.websocket_port = check_port(websocket_port, "websocket_port")
+        self.http_port = check_port(http_port, "http_port")
         self.nats_servers = nats_servers or os.environ.get("NATS_SERVER")
         self.nats_options: NatsOptions = nats or {}
         if "nats" in self.transports and not self.nats_servers:
-            raise ValueError("the NATS plane needs nats_servers (or $NATS_SERVER)")
+            raise BadArgument("the NATS plane needs nats_servers (or $NATS_SERVER)")
         get_codec(codec)
         self.handlers = {parse_endpoint(name): handler for name, handler in endpoints.items()}
         self.host = host
-        self.port = port
+        self.port = check_port(port)
         self.advertise_host = advertise_host or host
         if discovery is None:
             discovery = FileDiscovery(discovery_root) if discovery_root else discovery_from_env()
         elif discovery_root is not None:
-            raise ValueError("give discovery or discovery_root, not both")
+            raise BadArgument("give discovery or discovery_root, not both")
         if not isinstance(discovery, Registry):
-            raise TypeError(f"{type(discovery).__name__} is not a backend a worker registers in")
+            raise BadArgumentType(
+                f"{type(discovery).__name__} is not a backend a worker registers in"
+            )
         self.discovery: Registry = discovery
         self.register = register
         self.codec = codec
-        self.max_concurrency = max_concurrency
-        self.grace_period = grace_period
+        self.max_concurrency = check_count(max_concurrency, "max_concurrency")
+        self.grace_period = check_seconds(grace_period, "grace_period")
         self.limits = limits or ServerLimits()
         if max_frame_size is not None:
             self.limits = dataclasses.replace(self.limits, max_frame_size=max_frame_size)
@@ -305,7 +321,7 @@ class Worker:
         self._refused_at_capacity = 0
         checked = health_check.endpoint if health_check is not None else None
         if checked is not None and parse_endpoint(checked) not in self.handlers:
-            raise ValueError(f"the health check's endpoint {checked!r} is not served")
+            raise BadArgument(f"the health check's endpoint {checked!r} is not served")
         self.instances: list[Instance] = []
         #: The running request-plane servers, by plane (``"tcp"``, ``"websocket"``...).
         self.servers: dict[str, PlaneServer | HttpPlaneServer | NatsPlaneServer] = {}
@@ -595,8 +611,16 @@ class Worker:
         counters.requests += 1
         counters.inflight += 1
         counters.request_bytes += len(frame.payload)
-        self._calls.start_soon(self._call, route, counters, frame)
+        self._start_call(route, counters, frame)
         return ""
+
+    def _start_call(
+        self, route: tuple[Handler, Instance], counters: EndpointCounters, frame: RequestFrame
+    ) -> None:
+        """Run an admitted call in a task of its own (:mod:`trioplane.processes` hands it
+        to a child process instead, and calls :meth:`_end_call` when the child is done)."""
+        assert self._calls is not None
+        self._calls.start_soon(self._call, route, counters, frame)
 
     def _policy(self, frame: RequestFrame) -> Reply:
         """The TCP, WebSocket and NATS planes' policy: admit, or refuse with Dynamo's text."""
@@ -615,12 +639,16 @@ class Worker:
         except Exception:
             log.exception("call on %s failed", frame.path)
         finally:
-            counters.inflight -= 1
-            counters.duration.observe(time.perf_counter() - started)
-            self._active -= 1
-            if self._active == 0:
-                self._idle.set()
-                self._idle = trio.Event()
+            self._end_call(counters, started)
+
+    def _end_call(self, counters: EndpointCounters, started: float) -> None:
+        """A call admitted at ``started`` (``time.perf_counter()``) has ended."""
+        counters.inflight -= 1
+        counters.duration.observe(time.perf_counter() - started)
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+            self._idle = trio.Event()
 
     async def _stream_call(
         self,

@@ -57,6 +57,7 @@ ADDRESS_FORMS = (
     "'ws(s)://host:port/path', 'nats:subject' (or a bare NATS subject)"
 )
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^/:\s]+):[^/]*(/|\Z)")
+_SPACE = re.compile(r"\s")  # an address never holds one (a hot path: one search per call)
 _SUBJECT = re.compile(r"[^\s.:/]+(\.[^\s.:/]+)*\Z")
 _SCHEMES = {"tcp": "tcp", "http": "http", "https": "http", "ws": "websocket", "wss": "websocket"}
 _INSTANCE_KINDS = {"tcp": "tcp", "http": "http", "websocket": "websocket", "nats_tcp": "nats"}
@@ -85,7 +86,7 @@ def classify(address: str) -> tuple[str, str]:
     """``(transport, address for it)``; ``ValueError`` naming the forms if unknown."""
     if not isinstance(address, str):
         raise BadArgumentType(f"address must be str, not {type(address).__name__}")
-    if not address or any(c.isspace() for c in address):
+    if not address or _SPACE.search(address):
         raise BadArgument(f"bad address {address!r}; accepted forms: {ADDRESS_FORMS}")
     scheme, sep, _ = address.partition("://")
     if sep:

@@ -5,12 +5,22 @@ call-home sender) goes through :func:`open_stream`, so TLS is added once and
 its failures read the same everywhere: a :class:`~trioplane.ConnectError` that
 names the peer, says "TLS" and gives the reason, with a hint when the peer
 looks like it does not speak TLS at all.
+
+It is also the one seam between trioplane and the network: every connection is
+opened by :func:`open_tcp_stream` and every listener made by
+:func:`open_tcp_listeners`. Both consult a context variable that
+:class:`trioplane.testing.VirtualNetwork` sets (:func:`current_network`); unset, as
+always outside such tests, they use real sockets. The response plane's raw-socket
+listener asks :func:`current_network` before making its socket.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Protocol
 
 import trio
 
@@ -18,7 +28,15 @@ from trioplane._errors import ConnectError
 from trioplane._util import reason
 from trioplane.addresses import format_host_port
 
-__all__ = ["Connector", "open_stream", "open_tcp_stream"]
+__all__ = [
+    "Connector",
+    "Network",
+    "current_network",
+    "open_stream",
+    "open_tcp_listeners",
+    "open_tcp_stream",
+    "peek",
+]
 
 #: How a client opens a byte stream to ``(host, port)``: the seam for tests.
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
@@ -27,9 +45,72 @@ Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 _NOT_TLS_HINTS = ("wrong version number", "record layer failure", "decode error", "eof")
 
 
-async def open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
-    """The default connector: ``trio.open_tcp_stream`` (``TCP_NODELAY`` on)."""
+class Network(Protocol):
+    """A network other than the real one (:class:`trioplane.testing.VirtualNetwork`)."""
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        """A stream to the listener at ``host:port``; ``OSError`` if refused."""
+        ...
+
+    async def listen(self, host: str, port: int) -> tuple[trio.abc.Listener[trio.abc.Stream], int]:
+        """A listener on ``host:port`` (port 0: a free one), and its port."""
+        ...
+
+
+_NETWORK: ContextVar[Network | None] = ContextVar("trioplane_network", default=None)
+
+
+def current_network() -> Network | None:
+    """The network this task's connections and listeners are on (``None``: the real one)."""
+    return _NETWORK.get()
+
+
+async def open_tcp_stream(host: str, port: int, *, numeric: bool = False) -> trio.abc.Stream:
+    """The default connector: ``trio.open_tcp_stream`` (``TCP_NODELAY`` on), or a
+    virtual network's stream.
+
+    ``numeric`` (the call home, a hot path: one connection per call): a numeric
+    address is dialled with one socket, no resolver and no happy-eyeballs nursery.
+    """
+    network = _NETWORK.get()
+    if network is not None:
+        return await network.connect(host, port)
+    if numeric:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            pass
+        else:
+            sock = trio.socket.socket(family, socket.SOCK_STREAM)
+            try:
+                await sock.connect((host, port))
+            except BaseException:
+                sock.close()
+                raise
+            return trio.SocketStream(sock)  # TCP_NODELAY, as open_tcp_stream's
     return await trio.open_tcp_stream(host, port)
+
+
+async def open_tcp_listeners(
+    host: str, port: int
+) -> tuple[list[trio.abc.Listener[trio.abc.Stream]], int]:
+    """Listeners on ``host:port`` (port 0: a free one), and the port: real or virtual."""
+    network = _NETWORK.get()
+    if network is not None:
+        listener, port = await network.listen(host, port)
+        return [listener], port
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    return list(listeners), listeners[0].socket.getsockname()[1]
+
+
+async def peek(stream: trio.abc.Stream, size: int) -> bytes:
+    """Up to ``size`` bytes that have arrived on ``stream``, left to be read again
+    (a socket's ``MSG_PEEK``; a virtual stream's ``peek``)."""
+    if isinstance(stream, trio.SocketStream):
+        return await stream.socket.recv(size, socket.MSG_PEEK)
+    peek_some: Callable[[int], Awaitable[bytes]] = getattr(stream, "peek")  # noqa: B009
+    return await peek_some(size)
 
 
 async def open_stream(

@@ -15,7 +15,7 @@ import socket
 
 import trio
 
-__all__ = ["ByteLink", "SocketIO", "StreamIO"]
+__all__ = ["ByteLink", "SocketIO", "StreamIO", "close_socket_under"]
 
 #: Reads served from data already waiting before a real checkpoint (fairness).
 READS_PER_CHECKPOINT = 16
@@ -151,15 +151,18 @@ class StreamIO:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            _close_socket_under(self.stream)
+            close_socket_under(self.stream)
 
 
-def _close_socket_under(stream: trio.abc.Stream) -> None:
-    """Close the socket beneath ``stream`` (through a TLS layer) without a checkpoint."""
+def close_socket_under(stream: trio.abc.Stream) -> None:
+    """Close the socket beneath ``stream`` (through a TLS layer) without a checkpoint
+    (a virtual network's stream: its ``close_now``)."""
     if isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         stream.socket.close()  # wakes any task blocked on it
+    elif (close_now := getattr(stream, "close_now", None)) is not None:
+        close_now()  # a VirtualNetwork's stream
 
 
 class ByteLink:
@@ -199,4 +202,4 @@ class ByteLink:
         """Close the underlying socket without a checkpoint (TLS: no close_notify)."""
         if self._io is not None:
             self._io.close()
-        _close_socket_under(self.stream)
+        close_socket_under(self.stream)

@@ -57,6 +57,7 @@ from trioplane._errors import (
     TrioplaneError,
 )
 from trioplane._logging import RateLimitedLog
+from trioplane._network import open_tcp_stream
 from trioplane._sockets import ByteLink
 from trioplane._util import AsyncResource, check_options, collapse_groups, reason, running
 from trioplane._version import __version__
@@ -471,7 +472,7 @@ class NatsConnection(AsyncResource):
 
     async def _connect(self, server: _Server) -> None:
         with trio.fail_after(self.connect_timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(server.host, server.port)
+            stream: trio.abc.Stream = await open_tcp_stream(server.host, server.port)
             try:
                 parser = NatsParser(max_line=_INFO_LINE_LIMIT)
                 use_tls = server.tls or self._ssl_context is not None

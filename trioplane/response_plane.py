@@ -41,6 +41,7 @@ import trio
 from trioplane._checks import check_count, check_port, check_seconds
 from trioplane._errors import BadArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
+from trioplane._network import current_network, open_tcp_listeners, peek
 from trioplane._sockets import SocketIO, StreamIO
 from trioplane._util import reason
 from trioplane.addresses import format_host_port
@@ -218,30 +219,44 @@ class ResponsePlane:
         On exit every connection still open is closed (readers of those streams
         get ``trio.ClosedResourceError``).
         """
-        family, kind, proto, _, sockaddr = (
-            await trio.socket.getaddrinfo(
-                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-        )[0]
-        listener = socket.socket(family, kind, proto)
+        listener: socket.socket | None = None
+        virtual: trio.abc.Listener[trio.abc.Stream] | None = None
+        if current_network() is not None:  # a VirtualNetwork: its streams, no sockets
+            (virtual,), self.port = await open_tcp_listeners(self.host, self.port)
+        else:
+            family, kind, proto, _, sockaddr = (
+                await trio.socket.getaddrinfo(
+                    self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )
+            )[0]
+            listener = socket.socket(family, kind, proto)
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(sockaddr)
-            listener.listen(BACKLOG)
-            listener.setblocking(False)
-            self.port = listener.getsockname()[1]
+            if listener is not None:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(sockaddr)
+                listener.listen(BACKLOG)
+                listener.setblocking(False)
+                self.port = listener.getsockname()[1]
             self.address = format_host_port(self.advertise_host, self.port)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                await self._accept_loop(listener)
+                if listener is not None:
+                    await self._accept_loop(listener)
+                else:
+                    assert virtual is not None
+                    await self._accept_streams(virtual)
         finally:
             self._nursery = None
             self.closed = True
             for call_home in self._waiting.values():
                 call_home._arrived.set()  # wake the waiters: nobody will call home now
-            trio.lowlevel.notify_closing(listener)
-            listener.close()
+            if listener is not None:
+                trio.lowlevel.notify_closing(listener)
+                listener.close()
+            if virtual is not None:
+                with trio.CancelScope(shield=True):
+                    await virtual.aclose()
             for connection in list(self._connections):
                 connection.close()
             self._connections.clear()
@@ -299,6 +314,21 @@ class ResponsePlane:
                 self._connections.add(connection)
                 self._route_or_wait(connection)
 
+    async def _accept_streams(self, listener: trio.abc.Listener[trio.abc.Stream]) -> None:
+        """The accept loop on a virtual network's listener (no socket fast paths)."""
+        while True:
+            stream = await listener.accept()
+            self.connections_accepted += 1
+            if self.ssl_context is not None:
+                if self._pending_handshakes >= self.max_pending_handshakes:
+                    self._drop(StreamIO(stream), TOO_MANY_PENDING)
+                else:
+                    self._wait_in_task(self._accept_tls_stream, stream, self.ssl_context)
+                continue
+            connection = StreamIO(stream)
+            self._connections.add(connection)
+            self._route_or_wait(connection)
+
     def _route_or_wait(self, connection: Connection) -> None:
         """Route a connection whose handshake is already here; else wait for it in a task."""
         decoder = ResponseStreamDecoder(max_item_size=self.max_item_size)
@@ -336,12 +366,15 @@ class ResponsePlane:
     async def _accept_tls(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         """The TLS handshake of one call-home connection, then its call-home handshake."""
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        await self._accept_tls_stream(stream, context)
+
+    async def _accept_tls_stream(self, stream: trio.abc.Stream, context: ssl.SSLContext) -> None:
         tls = trio.SSLStream(stream, context, server_side=True)
         connection = StreamIO(tls)
         self._connections.add(connection)
         try:
             with trio.fail_after(self.tls_handshake_timeout):
-                first = await stream.socket.recv(8, socket.MSG_PEEK)
+                first = await peek(stream, 8)
                 if not_tls(first):
                     await stream.send_all(TLS_DECODE_ERROR_ALERT)
                     self._drop(connection, PLAIN_ON_TLS)

@@ -16,7 +16,6 @@ import abc
 import dataclasses
 import errno
 import logging
-import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -29,6 +28,8 @@ import trio
 from trioplane._checks import check_count, check_seconds
 from trioplane._errors import BadArgument, ProtocolError
 from trioplane._logging import RateLimitedLog
+from trioplane._network import open_tcp_listeners, peek
+from trioplane._sockets import close_socket_under
 from trioplane._util import reason
 from trioplane.addresses import format_host_port
 from trioplane.wire.rejections import read_error
@@ -454,8 +455,7 @@ class PlaneServer(abc.ABC):
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled; ``port`` is set before ``started``."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        self.port = listeners[0].socket.getsockname()[1]
+        listeners, self.port = await open_tcp_listeners(self.host, self.port)
         async with trio.open_nursery() as nursery:
             for listener in listeners:
                 nursery.start_soon(self._accept_loop, listener, nursery)
@@ -474,7 +474,9 @@ class PlaneServer(abc.ABC):
             log=self.log,
         )
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
         counters, limits = self.counters, self.limits
         async with listener:
             while True:
@@ -494,13 +496,13 @@ class PlaneServer(abc.ABC):
                         self.host_port,
                         counters.open_connections,
                     )
-                    stream.socket.close()
+                    close_socket_under(stream)
                     continue
                 counters.connections_accepted += 1
                 counters.open_connections += 1
                 nursery.start_soon(self._connection, stream)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.abc.Stream) -> None:
         conn: trio.abc.Stream = stream
         try:
             if self.ssl_context is not None:
@@ -513,14 +515,14 @@ class PlaneServer(abc.ABC):
             await trio.aclose_forcefully(conn)
 
     async def _tls_handshake(
-        self, stream: trio.SocketStream, context: ssl.SSLContext
-    ) -> trio.SSLStream[trio.SocketStream]:
+        self, stream: trio.abc.Stream, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.abc.Stream]:
         """The TLS handshake within ``handshake_timeout``; a peer whose first bytes are
         no TLS record (a plain-text caller) is told so with a TLS alert and closed."""
         tls = trio.SSLStream(stream, context, server_side=True)
         try:
             with trio.fail_after(self.limits.handshake_timeout):
-                first = await stream.socket.recv(8, socket.MSG_PEEK)
+                first = await peek(stream, 8)
                 if not_tls(first):
                     with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await stream.send_all(TLS_DECODE_ERROR_ALERT)

@@ -14,7 +14,6 @@ a worker's slot. The worker and the fake endpoint worker of
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import trio
 
 from trioplane._checks import check_seconds
 from trioplane._errors import ConnectError, ProtocolError
-from trioplane._network import open_stream
+from trioplane._network import open_stream, open_tcp_stream
 from trioplane._sockets import ByteLink
 from trioplane._util import reason
 from trioplane.addresses import format_host_port, split_host_port
@@ -166,25 +165,10 @@ class CallHomeSender:
 
 
 async def _connect(host: str, port: int) -> trio.abc.Stream:
-    """Dial the caller: a numeric address (the usual call home) with one socket and no
-    resolver or happy-eyeballs nursery, a name with ``trio.open_tcp_stream``. A call
-    home is made per call, so this is a hot path. ``ConnectError`` if it fails."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """Dial the caller (a numeric address, the usual call home, with one socket and no
+    resolver: a hot path, one connection per call). ``ConnectError`` if it fails."""
     try:
-        socket.inet_pton(family, host)
-        numeric = True
-    except OSError:
-        numeric = False
-    try:
-        if not numeric:
-            return await trio.open_tcp_stream(host, port)
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        try:
-            await sock.connect((host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return trio.SocketStream(sock)  # TCP_NODELAY, as open_tcp_stream's
+        return await open_tcp_stream(host, port, numeric=True)
     except OSError as exc:
         peer = format_host_port(host, port)
         raise ConnectError(f"cannot connect to {peer}: {reason(exc)}") from exc

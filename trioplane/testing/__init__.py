@@ -8,6 +8,15 @@ from trioplane.testing.endpoint import (
     open_fake_endpoint_worker,
     stream_frames,
 )
+from trioplane.testing.virtual import (
+    Conditions,
+    Fault,
+    NetEvent,
+    VirtualDeployment,
+    VirtualDiscovery,
+    VirtualNetwork,
+    open_virtual_deployment,
+)
 from trioplane.testing.worker import (
     FrameLink,
     Reply,
@@ -19,16 +28,23 @@ from trioplane.testing.worker import (
 )
 
 __all__ = [
+    "Conditions",
     "FakeCall",
     "FakeEndpointWorker",
+    "Fault",
     "FrameLink",
+    "NetEvent",
     "Reply",
     "StreamLink",
     "TcpTestWorker",
+    "VirtualDeployment",
+    "VirtualDiscovery",
+    "VirtualNetwork",
     "WebSocketLink",
     "WebSocketTestWorker",
     "open_fake_endpoint_worker",
     "open_tcp_test_worker",
+    "open_virtual_deployment",
     "open_websocket_test_worker",
     "serve_frame_link",
     "serve_request_stream",

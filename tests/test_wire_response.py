@@ -16,6 +16,7 @@ from trioplane import FrameTooLarge, MalformedStream, ProtocolError, StreamIncom
 from trioplane.wire.codecs import JSON, MSGPACK, PayloadCodec
 from trioplane.wire.control import encode_handshake
 from trioplane.wire.response import (
+    NOT_DATA,
     SENTINEL,
     End,
     Handshake,
@@ -537,3 +538,63 @@ def test_handshake_for_another_stream_type_is_malformed() -> None:
     decoder.feed(encode_two_part(b'{"subject":"s","stream_type":"request"}'))
     with pytest.raises(MalformedStream, match="'request' stream"):
         decoder.next_event()
+
+
+# --- the hot path: next_data reads what next_event reads ----------------------------------------
+
+
+def read_all(decoder: ResponseStreamDecoder, chunks: list[bytes], fast: bool) -> list[Any]:
+    """What a reader sees, chunk by chunk: item data, other events, and the error that
+    ends it (its type and text); ``fast`` reads as the endpoint client does."""
+    seen: list[Any] = []
+    try:
+        for chunk in chunks:
+            decoder.feed(chunk)
+            while True:
+                data = decoder.next_data() if fast else NOT_DATA
+                if data is not NOT_DATA:
+                    seen.append(("item", data))
+                    continue
+                event = decoder.next_event()
+                if event is None:
+                    break
+                seen.append(("item", event.data) if isinstance(event, Item) else event)
+        decoder.check_eof()
+    except (MalformedStream, StreamIncomplete, FrameTooLarge) as exc:
+        seen.append((type(exc), str(exc)))
+    return seen
+
+
+@settings(max_examples=300)
+@given(
+    codec=st.sampled_from([JSON, MSGPACK]),
+    last_on_end=st.booleans(),
+    corrupt=st.booleans(),
+    data=st.data(),
+)
+def test_next_data_reads_what_next_event_reads(
+    codec: PayloadCodec, last_on_end: bool, corrupt: bool, data: st.DataObject
+) -> None:
+    """Valid or corrupted, in any chunks, under a small item limit or not: the fast
+    path gives the same items, events, errors and state as the events alone."""
+    items = data.draw(items_for(codec), label="items")
+    frames = [encode_item(codec, item) for item in items]
+    if last_on_end and items:
+        frames[-1] = encode_two_part(body=codec.encode({"data": items[-1], "complete_final": True}))
+    else:
+        frames.append(encode_end(codec))
+    blob = OPEN + b"".join(frames) + encode_sentinel()
+    if corrupt:
+        index = data.draw(st.integers(0, len(blob) - 1), label="index")
+        blob = (
+            blob[:index] + bytes([blob[index] ^ data.draw(st.integers(1, 255))]) + blob[index + 1 :]
+        )
+    cut = data.draw(st.integers(0, len(blob)), label="truncate at")
+    blob = blob[:cut] if data.draw(st.booleans(), label="truncate") else blob
+    cuts = data.draw(st.lists(st.integers(0, len(blob)), max_size=12), label="cuts")
+    limit = data.draw(st.sampled_from([64 * 1024 * 1024, 40]), label="max_item_size")
+    chunks = list(split_at(blob, cuts))
+    slow = ResponseStreamDecoder(codec, max_item_size=limit)
+    fast = ResponseStreamDecoder(codec, max_item_size=limit)
+    assert read_all(fast, chunks, fast=True) == read_all(slow, chunks, fast=False)
+    assert (fast.ended, fast.done) == (slow.ended, slow.done)

@@ -71,6 +71,7 @@ from trioplane.wire.rejections import is_overloaded
 from trioplane.wire.response import (
     CANCEL_KILL,
     CANCEL_STOP,
+    NOT_DATA,
     Annotated,
     End,
     Item,
@@ -446,9 +447,12 @@ class ResponseStream:
                 )
         decoder = call_home.decoder
         while True:
-            event = decoder.next_event()
-            if event.__class__ is Item:
-                item = event.data
+            item = decoder.next_data()  # an item, without an event object: the hot path
+            if item is NOT_DATA:
+                event = decoder.next_event()
+                if event.__class__ is Item:
+                    item = event.data
+            if item is not NOT_DATA:
                 if item.__class__ is dict and "event" not in item and not self._annotated:
                     data = item.get("data")  # a Python worker's item: the fast path
                     if data is not None:

@@ -9,8 +9,13 @@ Connections with an unknown subject, a bad handshake, or no handshake within
 Every call opens one connection and reads every item off it, so this path is
 lean: plain non-blocking sockets driven by ``trio.lowlevel.wait_readable``, a
 handshake that has already arrived is routed by the accept loop itself, and a
-finished connection is closed synchronously; a task is spawned only for a
-handshake still on its way or a stream whose sentinel is still to come.
+finished connection is closed synchronously. A handshake still on its way (the
+usual case: a worker's connection is accepted before its first bytes arrive) is
+waited for by the accept loop too, on Linux: the listener and the connections
+waiting for their handshake share a private epoll set, which the loop waits on as
+one descriptor, and one timer task drops those silent past ``handshake_timeout``.
+Elsewhere, and over TLS, each such connection waits in a task of its own; a task
+is spawned too for a stream whose sentinel is still to come.
 
 At most ``max_pending_handshakes`` connections may wait for their handshake at
 once; past that a new one is dropped at once (a peer opening connections and
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 import ssl
 import uuid
@@ -87,6 +93,8 @@ ACCEPT_BACKOFF = 0.1
 BACKLOG = 1024
 _WILDCARDS = ("", "0.0.0.0", "::")
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: Whether the accept loop can wait for handshakes itself (a private epoll set).
+_EPOLL = hasattr(select, "epoll")
 
 
 async def receive_into(connection: Connection, decoder: ResponseStreamDecoder) -> bool:
@@ -115,6 +123,19 @@ class ResponsePlaneStatistics:
     dropped_connections: int
     #: Why the last connection was dropped (``None``: none was).
     last_drop: str | None = None
+
+
+class _Unnamed:
+    """A connection the accept loop waits on for its handshake."""
+
+    __slots__ = ("connection", "deadline", "decoder")
+
+    def __init__(
+        self, connection: Connection, decoder: ResponseStreamDecoder, deadline: float
+    ) -> None:
+        self.connection = connection
+        self.decoder = decoder
+        self.deadline = deadline
 
 
 class CallHome:
@@ -212,6 +233,10 @@ class ResponsePlane:
         self._waiting: dict[str, CallHome] = {}
         self._connections: set[Connection] = set()
         self._nursery: trio.Nursery | None = None
+        #: Connections whose handshake the accept loop waits for, by descriptor, in
+        #: the order they came (so their deadlines grow along the dict).
+        self._unnamed: dict[int, _Unnamed] = {}
+        self._epoll: Any = None  # select.epoll, where the platform has it
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled; ``address`` is set before ``started``.
@@ -241,7 +266,11 @@ class ResponsePlane:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                if listener is not None:
+                if listener is not None and _EPOLL:
+                    self._epoll = select.epoll()
+                    nursery.start_soon(self._expire_unnamed)
+                    await self._accept_and_wait(listener, self._epoll)
+                elif listener is not None:
                     await self._accept_loop(listener)
                 else:
                     assert virtual is not None
@@ -257,6 +286,11 @@ class ResponsePlane:
             if virtual is not None:
                 with trio.CancelScope(shield=True):
                     await virtual.aclose()
+            if self._epoll is not None:
+                trio.lowlevel.notify_closing(self._epoll.fileno())
+                self._epoll.close()
+                self._epoll = None
+            self._unnamed.clear()
             for connection in list(self._connections):
                 connection.close()
             self._connections.clear()
@@ -287,6 +321,97 @@ class ResponsePlane:
     def _forget(self, connection: Connection) -> None:
         self._connections.discard(connection)
         connection.close()
+
+    async def _accept_and_wait(self, listener: socket.socket, epoll: Any) -> None:
+        """The accept loop that also waits for handshakes: one epoll set holds the
+        listener and every connection still to say its subject, so a call home costs
+        no task (a task per connection was a spawn, a cancel scope and an exit)."""
+        listening = listener.fileno()
+        epoll.register(listening, select.EPOLLIN)
+        while True:
+            await trio.lowlevel.wait_readable(epoll.fileno())
+            for fd, _ in epoll.poll(0):
+                if fd != listening:
+                    self._handshake_readable(fd)
+                    continue
+                while True:  # take every connection waiting
+                    try:
+                        sock, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                            raise
+                        logger.warning("response plane cannot accept: %s", exc)
+                        await trio.sleep(ACCEPT_BACKOFF)
+                        break
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.connections_accepted += 1
+                    if self.ssl_context is not None:
+                        if self._pending_handshakes >= self.max_pending_handshakes:
+                            self._drop(SocketIO(sock), TOO_MANY_PENDING)
+                        else:
+                            self._wait_in_task(self._accept_tls, sock, self.ssl_context)
+                        continue
+                    connection = SocketIO(sock)
+                    self._connections.add(connection)
+                    self._route_or_wait(connection, sock)
+
+    def _handshake_readable(self, fd: int) -> None:
+        """Bytes (or EOF) on a connection waiting for its handshake: route it once the
+        handshake is complete, drop it if it is bad (as :meth:`_await_handshake`)."""
+        unnamed = self._unnamed.get(fd)
+        if unnamed is None:
+            return  # left meanwhile (dropped by the timer)
+        connection, decoder = unnamed.connection, unnamed.decoder
+        try:
+            data = connection.receive_nowait()
+            if data is None:
+                return  # nothing after all: keep waiting
+            if not data:
+                self._leave_unnamed(fd)
+                self._drop(connection, "no handshake")
+                return
+            if foreign_protocol(data) == "TLS":
+                self._leave_unnamed(fd)
+                self._drop(connection, TLS_ON_PLAIN)
+                return
+            decoder.feed(data)
+            event = decoder.next_event()
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._leave_unnamed(fd)
+            self._drop(connection, f"bad handshake: {exc}")
+            return
+        if isinstance(event, Handshake):
+            self._leave_unnamed(fd)
+            self._route(connection, decoder, event.subject)
+
+    def _leave_unnamed(self, fd: int) -> None:
+        del self._unnamed[fd]
+        self._pending_handshakes -= 1
+        self._epoll.unregister(fd)
+
+    async def _expire_unnamed(self) -> None:
+        """Drop the connections that said nothing within ``handshake_timeout``.
+
+        With none waiting it sleeps one ``handshake_timeout``: every connection
+        accepted meanwhile has a later deadline, so none needs to wake it.
+        """
+        while True:
+            oldest = next(iter(self._unnamed.values()), None)
+            if oldest is None:
+                await trio.sleep(self.handshake_timeout)
+                continue
+            await trio.sleep_until(oldest.deadline)
+            now = trio.current_time()
+            overdue = []
+            for fd, unnamed in self._unnamed.items():
+                if unnamed.deadline > now:
+                    break  # deadlines grow along the dict
+                overdue.append((fd, unnamed.connection))
+            for fd, connection in overdue:
+                self._leave_unnamed(fd)
+                self._drop(connection, "no handshake")
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         while True:
@@ -329,8 +454,9 @@ class ResponsePlane:
             self._connections.add(connection)
             self._route_or_wait(connection)
 
-    def _route_or_wait(self, connection: Connection) -> None:
-        """Route a connection whose handshake is already here; else wait for it in a task."""
+    def _route_or_wait(self, connection: Connection, sock: socket.socket | None = None) -> None:
+        """Route a connection whose handshake is already here; else wait for it: in the
+        accept loop's epoll set (given its plain ``sock``), else in a task."""
         decoder = ResponseStreamDecoder(max_item_size=self.max_item_size)
         try:
             data = connection.receive_nowait()
@@ -347,6 +473,12 @@ class ResponsePlane:
             self._route(connection, decoder, event.subject)
         elif self._pending_handshakes >= self.max_pending_handshakes:
             self._drop(connection, TOO_MANY_PENDING)
+        elif sock is not None and self._epoll is not None:
+            fd = sock.fileno()
+            deadline = trio.current_time() + self.handshake_timeout
+            self._unnamed[fd] = _Unnamed(connection, decoder, deadline)
+            self._pending_handshakes += 1
+            self._epoll.register(fd, select.EPOLLIN)
         else:
             self._wait_in_task(self._await_handshake, connection, decoder)
 

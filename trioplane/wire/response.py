@@ -39,6 +39,7 @@ __all__ = [
     "End",
     "Handshake",
     "Item",
+    "NOT_DATA",
     "Prologue",
     "REJECTIONS",
     "Rejected",
@@ -151,6 +152,10 @@ _REJECTION_BYTES = tuple(text.encode() for text in REJECTIONS)
 
 _HANDSHAKE, _PROLOGUE, _ITEMS, _ENDED, _DONE = range(5)
 
+#: What :meth:`ResponseStreamDecoder.next_data` returns when the next event is no
+#: plain item (or not here yet): ask :meth:`~ResponseStreamDecoder.next_event` then.
+NOT_DATA: Any = object()
+
 
 class ResponseStreamDecoder:
     """The caller's side of one call-home connection: bytes in, events out.
@@ -208,6 +213,41 @@ class ResponseStreamDecoder:
         except MalformedStream as exc:
             self._error = exc
             raise
+
+    def next_data(self) -> Any:
+        """The hot path of reading items: the data of the next item, if the next frame
+        is a well-formed item after the first; else :data:`NOT_DATA`, and
+        :meth:`next_event` tells what comes (another event, a broken rule, nothing yet).
+
+        No :class:`Item` is made. The end frame is consumed here too (its event, and
+        its data if it carries some, are what :meth:`next_event` would give).
+        """
+        if self._state != _ITEMS or self._first_item or self._end_pending:
+            return NOT_DATA
+        if self._error is not None:
+            return NOT_DATA
+        frames = self._frames
+        body = frames.peek_body()
+        if body is None:
+            return NOT_DATA
+        try:
+            wrapper = self.codec.decode(body)  # type: ignore[union-attr]  # set: not first
+        except ProtocolError:
+            return NOT_DATA  # next_event decodes it again, and raises
+        if wrapper.__class__ is not dict:
+            return NOT_DATA
+        final = wrapper.get("complete_final", False)
+        data = wrapper.get("data")
+        if final is False:
+            if data is None:
+                return NOT_DATA
+        elif final is True:
+            self._state = _ENDED
+            self._end_pending = True  # End next, after the data the end carries if any
+        else:
+            return NOT_DATA
+        frames.skip(body)
+        return NOT_DATA if data is None else data
 
     def _next_event(self) -> ResponseEvent | None:
         try:

@@ -76,6 +76,25 @@ class TwoPartDecoder(FrameDecoder):
         while (message := self.next_message()) is not None:
             yield message
 
+    def peek_body(self) -> bytes | None:
+        """The body of the next message, if it is complete, has no header and keeps
+        to the limits (a response item: the hot path); else ``None``, and the message,
+        if any, is for :meth:`next_message`. Nothing is consumed: :meth:`skip` it."""
+        buf = self._buffer  # its fields, read directly: this runs for every item
+        data, pos = buf._data, buf._pos
+        start = pos + TWO_PART_PREFIX_SIZE
+        if len(data) < start or self._error is not None:
+            return None
+        header_len, body_len, _ = _PREFIX.unpack_from(data, pos)
+        end = start + body_len
+        if header_len or end > len(data) or body_len > self.max_body_size:
+            return None
+        return bytes(data[start:end])
+
+    def skip(self, body: bytes) -> None:
+        """Consume the message whose body :meth:`peek_body` returned."""
+        self._buffer.consume(TWO_PART_PREFIX_SIZE + len(body))
+
     def _parse_one(self) -> TwoPartMessage | None:
         buf = self._buffer
         if len(buf) < TWO_PART_PREFIX_SIZE:

@@ -698,7 +698,11 @@ class Worker:
 
         try:
             async with open_call_home(
-                control.call_home, limits=self.call_home_limits, tls=self.tls, on_cancel=on_cancel
+                control.call_home,
+                limits=self.call_home_limits,
+                tls=self.tls,
+                on_cancel=on_cancel,
+                nursery=self._calls,  # the caller's stop/kill is heard there: no nursery per call
             ) as home:
                 try:
                     await self._respond(home, handler, body, control, call)

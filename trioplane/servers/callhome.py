@@ -14,6 +14,7 @@ a worker's slot. The worker and the fake endpoint worker of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,12 @@ __all__ = [
     "CallHomeSender",
     "open_call_home",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Frames the kernel took at once before a send yields to the scheduler (fairness: a
+#: handler that never waits still lets other tasks run; cancellation is checked on each).
+SENDS_PER_CHECKPOINT = 16
 
 #: ``on_cancel`` reasons: the caller sent ``"stop"`` or ``"kill"``, left, or stopped reading.
 STOP, KILL, GONE, STALLED = "stop", "kill", "gone", "stalled"
@@ -90,12 +97,16 @@ class CallHomeSender:
         self.bytes_sent = 0
         self._gone = False
         self._stopped = trio.Event()
+        self._quick_sends = 0
+        self._closed = False
 
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
     def _cancelled(self, why: str) -> None:
+        if self._closed:  # the block has ended: there is nobody to tell
+            return
         if why in (STOP, KILL):
             self.cancels.append(why)
         else:
@@ -107,7 +118,9 @@ class CallHomeSender:
             self.on_cancel(why)
 
     async def send(self, data: bytes) -> None:
-        """Write ``data`` (frames); a no-op once the caller is gone. A checkpoint.
+        """Write ``data`` (frames); a no-op once the caller is gone. A cancellation
+        point; when the kernel takes the frame at once, a scheduling point only every
+        ``SENDS_PER_CHECKPOINT`` frames (as reads from a socket with data waiting).
 
         A write the caller does not take within ``write_timeout`` ends the call:
         the connection is closed and ``on_cancel("stalled")`` is called.
@@ -120,7 +133,12 @@ class CallHomeSender:
         try:
             sent = link.send_nowait(data)  # the usual case: the kernel takes it all now
             if sent == len(data):
-                await trio.lowlevel.checkpoint()
+                self._quick_sends += 1
+                if self._quick_sends < SENDS_PER_CHECKPOINT:
+                    await trio.lowlevel.checkpoint_if_cancelled()  # no scheduler round trip
+                else:
+                    self._quick_sends = 0
+                    await trio.lowlevel.checkpoint()
                 return
             with trio.move_on_after(self.limits.write_timeout) as scope:
                 await link.send_all(memoryview(data)[sent:])
@@ -163,6 +181,16 @@ class CallHomeSender:
             pass
         self._cancelled(GONE)  # nobody reads the items any more
 
+    async def _read_cancels_detached(self) -> None:
+        """:meth:`_read_cancels` in a nursery that outlives the block: closing the
+        connection ends it. A failure of its own is logged and counts as the caller
+        gone (this call ends; the nursery, the worker's, serves on)."""
+        try:
+            await self._read_cancels()
+        except Exception:
+            log.exception("reading the caller's stop and kill failed; the caller is gone")
+            self._cancelled(GONE)
+
 
 async def _connect(host: str, port: int) -> trio.abc.Stream:
     """Dial the caller (a numeric address, the usual call home, with one socket and no
@@ -181,6 +209,7 @@ async def open_call_home(
     limits: CallHomeLimits = DEFAULT_CALL_HOME_LIMITS,
     tls: TcpTls | None = None,
     on_cancel: Callable[[str], object] | None = None,
+    nursery: trio.Nursery | None = None,
 ) -> AsyncIterator[CallHomeSender]:
     """Call the caller home at ``info.address``, send the handshake, and stream.
 
@@ -190,6 +219,10 @@ async def open_call_home(
     :class:`~trioplane.ConnectError` when the caller cannot be reached in
     ``limits.connect_timeout`` (or its TLS fails). Leaving the block closes the
     connection.
+
+    ``nursery``: where the task that hears the caller runs, one that outlives the
+    block (the worker's calls): no nursery is opened per call. Closing the
+    connection as the block ends ends that task (``on_cancel`` is not called after).
     """
     host, port = split_host_port(info.address)
     timeout = limits.connect_timeout
@@ -210,12 +243,18 @@ async def open_call_home(
     link = ByteLink(stream)
     sender = CallHomeSender(link, limits, on_cancel)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender._read_cancels)
+        if nursery is not None:
+            nursery.start_soon(sender._read_cancels_detached)
             await sender.send(encode_handshake(info.subject))
-            try:
-                yield sender
-            finally:
-                nursery.cancel_scope.cancel()
+            yield sender
+        else:
+            async with trio.open_nursery() as own:
+                own.start_soon(sender._read_cancels)
+                await sender.send(encode_handshake(info.subject))
+                try:
+                    yield sender
+                finally:
+                    own.cancel_scope.cancel()
     finally:
-        link.close_now()
+        sender._closed = True
+        link.close_now()  # wakes a detached reader: it ends

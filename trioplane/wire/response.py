@@ -216,7 +216,7 @@ class ResponseStreamDecoder:
 
     def next_data(self) -> Any:
         """The hot path of reading items: the data of the next item, if the next frame
-        is a well-formed item after the first; else :data:`NOT_DATA`, and
+        is a well-formed item after the first; else ``NOT_DATA``, and
         :meth:`next_event` tells what comes (another event, a broken rule, nothing yet).
 
         No :class:`Item` is made. The end frame is consumed here too (its event, and

@@ -331,31 +331,10 @@ class ResponsePlane:
         while True:
             await trio.lowlevel.wait_readable(epoll.fileno())
             for fd, _ in epoll.poll(0):
-                if fd != listening:
+                if fd == listening:
+                    await self._accept_waiting(listener)
+                else:
                     self._handshake_readable(fd)
-                    continue
-                while True:  # take every connection waiting
-                    try:
-                        sock, _ = listener.accept()
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                            raise
-                        logger.warning("response plane cannot accept: %s", exc)
-                        await trio.sleep(ACCEPT_BACKOFF)
-                        break
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self.connections_accepted += 1
-                    if self.ssl_context is not None:
-                        if self._pending_handshakes >= self.max_pending_handshakes:
-                            self._drop(SocketIO(sock), TOO_MANY_PENDING)
-                        else:
-                            self._wait_in_task(self._accept_tls, sock, self.ssl_context)
-                        continue
-                    connection = SocketIO(sock)
-                    self._connections.add(connection)
-                    self._route_or_wait(connection, sock)
 
     def _handshake_readable(self, fd: int) -> None:
         """Bytes (or EOF) on a connection waiting for its handshake: route it once the
@@ -416,28 +395,32 @@ class ResponsePlane:
     async def _accept_loop(self, listener: socket.socket) -> None:
         while True:
             await trio.lowlevel.wait_readable(listener)
-            while True:  # take every connection waiting, then wait again
-                try:
-                    sock, _ = listener.accept()
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    logger.warning("response plane cannot accept: %s", exc)
-                    await trio.sleep(ACCEPT_BACKOFF)
-                    break
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.connections_accepted += 1
-                if self.ssl_context is not None:
-                    if self._pending_handshakes >= self.max_pending_handshakes:
-                        self._drop(SocketIO(sock), TOO_MANY_PENDING)
-                    else:
-                        self._wait_in_task(self._accept_tls, sock, self.ssl_context)
-                    continue
-                connection = SocketIO(sock)
-                self._connections.add(connection)
-                self._route_or_wait(connection)
+            await self._accept_waiting(listener)
+
+    async def _accept_waiting(self, listener: socket.socket) -> None:
+        """Take every connection waiting on ``listener`` (both accept loops' part)."""
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                logger.warning("response plane cannot accept: %s", exc)
+                await trio.sleep(ACCEPT_BACKOFF)
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connections_accepted += 1
+            if self.ssl_context is not None:
+                if self._pending_handshakes >= self.max_pending_handshakes:
+                    self._drop(SocketIO(sock), TOO_MANY_PENDING)
+                else:
+                    self._wait_in_task(self._accept_tls, sock, self.ssl_context)
+                continue
+            connection = SocketIO(sock)
+            self._connections.add(connection)
+            self._route_or_wait(connection, sock)
 
     async def _accept_streams(self, listener: trio.abc.Listener[trio.abc.Stream]) -> None:
         """The accept loop on a virtual network's listener (no socket fast paths)."""

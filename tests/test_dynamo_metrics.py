@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,31 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 import trioplane
 from trioplane import FileDiscovery
 from trioplane.metrics import Metrics
-from trioplane.worker import RequestContext, Worker, open_worker
+from trioplane.worker import Worker, open_worker
 
 from .conftest import wait_until
 from .dynamo import DynamoWorker, dynamo_client_call, free_low_port, run_dynamo_worker
+from .handlers import worker_ops as handler
 
 pytestmark = pytest.mark.dynamo
 DYNAMO = "metrics.dyn.gen"
 OURS = "metrics.tp.gen"
-
-
-async def handler(request: Any, context: RequestContext) -> AsyncIterator[Any]:
-    """worker_script.py's ops, in Trio."""
-    op = request.get("op")
-    if op == "count":
-        for i in range(request["n"]):
-            yield {"i": i}
-    elif op == "error_after":
-        yield {"i": 0}
-        raise ValueError("boom")
-    elif op == "slow":
-        i = 0
-        while not context.is_stopped():
-            yield {"i": i}
-            i += 1
-            await trio.sleep(request.get("interval", 0.05))
 
 
 @pytest.fixture(scope="module")

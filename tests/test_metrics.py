@@ -27,24 +27,9 @@ from trioplane.status import StatusOptions
 from trioplane.worker import RequestContext, Worker, open_worker
 
 from .conftest import wait_until
+from .handlers import worker_ops as handler
 
 ENDPOINT = "ns.met.gen"
-
-
-async def handler(request: Any, context: RequestContext) -> AsyncIterator[Any]:
-    op = request.get("op")
-    if op == "count":
-        for i in range(request["n"]):
-            yield {"i": i}
-    elif op == "error_after":
-        yield {"i": 0}
-        raise ValueError("boom")
-    elif op == "slow":
-        i = 0
-        while not context.is_stopped():
-            yield {"i": i}
-            i += 1
-            await trio.sleep(0.01)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -596,5 +596,6 @@ def test_next_data_reads_what_next_event_reads(
     chunks = list(split_at(blob, cuts))
     slow = ResponseStreamDecoder(codec, max_item_size=limit)
     fast = ResponseStreamDecoder(codec, max_item_size=limit)
-    assert read_all(fast, chunks, fast=True) == read_all(slow, chunks, fast=False)
+    # Compared by repr: a corrupted float may decode to NaN, which == says differs from itself.
+    assert repr(read_all(fast, chunks, fast=True)) == repr(read_all(slow, chunks, fast=False))
     assert (fast.ended, fast.done) == (slow.ended, slow.done)

@@ -112,7 +112,7 @@ def processes_worker(
     env: dict[str, str] | None = None,
 ) -> contextlib.AbstractContextManager[int]:
     return command_worker(
-        ["trioplane.processes", "serve", handler, "--endpoint", ENDPOINT,
+        ["trioplane", "serve", handler, "--endpoint", ENDPOINT,
          "--processes", str(processes), "--discovery-dir", str(kv)], env,
     )  # fmt: skip
 

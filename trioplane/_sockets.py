@@ -103,6 +103,9 @@ class SocketIO:
             await trio.lowlevel.wait_writable(self._sock)
             view = view[self.send_nowait(view) :]
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def close(self) -> None:
         """Close (or detach) the socket; blocked tasks get ``trio.ClosedResourceError``."""
         if self.closed:
@@ -113,6 +116,8 @@ class SocketIO:
             self._sock.close()
         else:
             self._sock.detach()
+
+    close_now = close  # :class:`ByteLink`'s name: either can carry a call home
 
 
 class StreamIO:
@@ -171,11 +176,13 @@ class ByteLink:
     streams in tests). Closing it closes the stream.
     """
 
-    __slots__ = ("_io", "stream")
+    __slots__ = ("_io", "closed", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._io = SocketIO.sharing(stream) if isinstance(stream, trio.SocketStream) else None
+        #: True once :meth:`aclose` or :meth:`close_now` was called.
+        self.closed = False
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Write what the kernel takes now (0 if nothing, or not a plain socket)."""
@@ -194,12 +201,14 @@ class ByteLink:
         return await self._io.receive()
 
     async def aclose(self) -> None:
+        self.closed = True
         if self._io is not None:
             self._io.close()  # detaches: the stream owns the descriptor
         await self.stream.aclose()
 
     def close_now(self) -> None:
         """Close the underlying socket without a checkpoint (TLS: no close_notify)."""
+        self.closed = True
         if self._io is not None:
             self._io.close()
         close_socket_under(self.stream)

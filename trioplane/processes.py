@@ -249,7 +249,7 @@ class _ChildWorker(Worker):
     async def _run(self, task_status: trio.TaskStatus[list[Instance]]) -> None:
         try:
             async with trio.open_nursery() as calls:
-                self._calls = calls
+                await self._start_calls(calls)
                 self._make_instances(self._bases, self._ids)
                 task_status.started(list(self.instances))
                 await trio.sleep_forever()

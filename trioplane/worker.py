@@ -64,6 +64,7 @@ from trioplane.servers import (
     ACCEPT,
     CallHomeLimits,
     CallHomeSender,
+    CallHomeWatch,
     NatsPlaneServer,
     PlaneServer,
     Reply,
@@ -332,6 +333,7 @@ class Worker:
         self._handler_errors = 0
         self._call_home_failures = 0
         self._calls: trio.Nursery | None = None
+        self._watch: CallHomeWatch | None = None
         self._log = RateLimitedLog(log)  # what callers cause: a few lines a minute per kind
         self._registration: Registration | None = None
         self._registration_lock = trio.Lock()
@@ -387,7 +389,7 @@ class Worker:
 
     async def _run(self, task_status: trio.TaskStatus[list[Instance]]) -> None:
         async with trio.open_nursery() as calls:
-            self._calls = calls
+            await self._start_calls(calls)
             async with trio.open_nursery() as service:
                 with self._accepting:
                     if self.status_options is not None:
@@ -404,6 +406,12 @@ class Worker:
                             service.start_soon(self._health_loop, self.health_check)
                         task_status.started(list(self.instances))
                         await trio.sleep_forever()
+
+    async def _start_calls(self, calls: trio.Nursery) -> None:
+        """Calls run in ``calls``, and so does the watch that hears their callers."""
+        self._calls = calls
+        self._watch = CallHomeWatch()
+        await calls.start(self._watch.run)
 
     @property
     def closing(self) -> bool:
@@ -696,31 +704,28 @@ class Worker:
             if context.is_killed():
                 call.scope.cancel()
 
+        def on_failure(why: str) -> None:
+            self._call_home_failures += 1
+            self._log.warning(
+                "call-home", "request %s on %s cannot be answered: %s", control.id, frame.path, why
+            )
+
         try:
             async with open_call_home(
                 control.call_home,
                 limits=self.call_home_limits,
                 tls=self.tls,
                 on_cancel=on_cancel,
-                nursery=self._calls,  # the caller's stop/kill is heard there: no nursery per call
+                on_failure=on_failure,  # maybe after the block: the watch hears the caller
+                watch=self._watch,  # hears the caller's stop/kill: no task per call
             ) as home:
                 try:
                     await self._respond(home, handler, body, control, call)
                 finally:
                     call.ended = True
                     call.counters.response_bytes += home.bytes_sent
-            failure = home.failure
         except ConnectError as exc:
-            failure = str(exc)
-        if failure is not None:
-            self._call_home_failures += 1
-            self._log.warning(
-                "call-home",
-                "request %s on %s cannot be answered: %s",
-                control.id,
-                frame.path,
-                failure,
-            )
+            on_failure(str(exc))
 
     async def _respond(
         self,

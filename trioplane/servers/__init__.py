@@ -23,7 +23,12 @@ from trioplane.servers._base import (
     accept_all,
     serve_frame_link,
 )
-from trioplane.servers.callhome import CallHomeLimits, CallHomeSender, open_call_home
+from trioplane.servers.callhome import (
+    CallHomeLimits,
+    CallHomeSender,
+    CallHomeWatch,
+    open_call_home,
+)
 from trioplane.servers.nats import NatsPlaneServer
 from trioplane.servers.tcp import StreamLink, TcpPlaneServer, serve_request_stream
 
@@ -31,6 +36,7 @@ __all__ = [
     "ACCEPT",
     "CallHomeLimits",
     "CallHomeSender",
+    "CallHomeWatch",
     "FrameLink",
     "NatsPlaneServer",
     "PlaneServer",

@@ -32,10 +32,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: One decoder for every call (``json.loads`` with an option builds a new one each time).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def load_json(data: bytes | str, what: str, error: type[ProtocolError] = ProtocolError) -> Any:
     """Parse UTF-8 JSON; anything else (other encodings, NaN, absurd nesting) is ``error``."""
     try:
         text = data.decode() if isinstance(data, bytes) else data
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise error(f"{what} is not valid JSON: {exc}") from exc

@@ -32,16 +32,20 @@ class SocketIO:
     ``trio.BrokenResourceError``.
     """
 
-    __slots__ = ("_buffer", "_ready_reads", "_sock", "_view", "closed", "owned")
+    __slots__ = ("_buffer", "_ready_reads", "_sock", "_view", "closed", "owned", "waited")
 
     def __init__(self, sock: socket.socket, *, owned: bool = True) -> None:
         sock.setblocking(False)
         self._sock = sock
-        self._buffer = bytearray(RECEIVE_SIZE)
-        self._view = memoryview(self._buffer)
+        self._buffer: bytearray | None = None  # on the first read: many sockets never read
+        self._view = memoryview(b"")
         self._ready_reads = 0
         self.owned = owned
         self.closed = False
+        #: Whether Trio's I/O manager has seen the socket (a task waited on it): only
+        #: then does closing need ``trio.lowlevel.notify_closing`` (which costs a
+        #: failing system call for a socket it has never seen).
+        self.waited = False
 
     @classmethod
     def sharing(cls, stream: trio.SocketStream) -> SocketIO:
@@ -55,6 +59,9 @@ class SocketIO:
         """
         if self.closed:
             raise trio.ClosedResourceError("socket is closed")
+        if self._buffer is None:
+            self._buffer = bytearray(RECEIVE_SIZE)
+            self._view = memoryview(self._buffer)
         try:
             n = self._sock.recv_into(self._buffer)
         except BlockingIOError:
@@ -74,6 +81,7 @@ class SocketIO:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         self._ready_reads = 0
+        self.waited = True
         while True:
             await trio.lowlevel.wait_readable(self._sock)
             data = self.receive_nowait()
@@ -99,6 +107,7 @@ class SocketIO:
             await trio.lowlevel.checkpoint()
             return
         view = view[sent:]
+        self.waited = True
         while view:
             await trio.lowlevel.wait_writable(self._sock)
             view = view[self.send_nowait(view) :]
@@ -112,7 +121,8 @@ class SocketIO:
             return
         self.closed = True
         if self.owned:
-            trio.lowlevel.notify_closing(self._sock)
+            if self.waited:
+                trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
         else:
             self._sock.detach()

@@ -14,6 +14,7 @@ of one attribute check per call.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,25 @@ def _opentelemetry() -> ModuleType | None:
     return otel_trace
 
 
+#: Whether ``OTEL_PYTHON_TRACER_PROVIDER`` names a provider (read once: a hot path).
+_PROVIDER_FROM_ENV: bool | None = None
+
+
+def _global_provider(trace: ModuleType) -> TracerProvider | None:
+    """``trace.get_tracer_provider()``, or ``None`` when none is configured, without
+    its look at the environment on every call (µs per call) while none is set."""
+    global _PROVIDER_FROM_ENV
+    provider: TracerProvider | None = getattr(trace, "_TRACER_PROVIDER", _UNLOADED)
+    if provider is None:  # none set in code (yet): the environment may name one
+        if _PROVIDER_FROM_ENV is None:
+            _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+        if not _PROVIDER_FROM_ENV:
+            return None
+    elif provider is not _UNLOADED:
+        return provider
+    return trace.get_tracer_provider()  # type: ignore[no-any-return]
+
+
 class Tracing:
     """Where a client's or a worker's spans go: ``provider``, else the global provider
     once one is configured (checked per call, so one set up later is used)."""
@@ -84,8 +104,10 @@ class Tracing:
         trace = _opentelemetry()
         if trace is None:
             return None
-        provider = self._provider or trace.get_tracer_provider()
-        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        provider = self._provider or _global_provider(trace)
+        if provider is None or isinstance(
+            provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        ):
             return None  # nothing configured: no spans, no headers
         tracer = self._tracers.get(id(provider))
         if tracer is None:

@@ -378,28 +378,33 @@ async def _dial(host: str, port: int) -> SocketIO | None:
         return None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        error = await _connect_socket(sock, host, port)
+        error, waited = await _connect_socket(sock, host, port)
     except BaseException:
         trio.lowlevel.notify_closing(sock)
         sock.close()
         raise
     if error:
+        trio.lowlevel.notify_closing(sock)
         sock.close()
         raise OSError(error, os.strerror(error))
-    return SocketIO(sock)
+    link = SocketIO(sock)
+    link.waited = waited  # then Trio must hear of its closing
+    return link
 
 
-async def _connect_socket(sock: socket.socket, host: str, port: int) -> int:
-    """Connect the new ``sock``; 0, or the error number."""
+async def _connect_socket(sock: socket.socket, host: str, port: int) -> tuple[int, bool]:
+    """Connect the new ``sock``: 0 or the error number, and whether Trio waited on it."""
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     await trio.lowlevel.checkpoint_if_cancelled()
     error = sock.connect_ex((host, port))
+    waited = False
     if error == errno.EINPROGRESS:
         if not select.select((), (sock,), (), 0)[1]:
+            waited = True
             await trio.lowlevel.wait_writable(sock)
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    return error
+    return error, waited
 
 
 async def _connect(host: str, port: int) -> trio.abc.Stream:

@@ -22,7 +22,7 @@ import os
 import select
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,8 @@ class CallHomeSender:
         self._handed_off = False
         self._decoder: TwoPartDecoder | None = None
         self._first_read = True
+        #: Bytes to write before the next frame (the handshake, until the first frame).
+        self._unsent = b""
 
     @property
     def stopped(self) -> bool:
@@ -154,6 +156,9 @@ class CallHomeSender:
         if self._gone:
             await trio.lowlevel.checkpoint()
             return
+        if self._unsent:  # the handshake goes with the first frame: one write fewer
+            data = self._unsent + data
+            self._unsent = b""
         self.bytes_sent += len(data)
         try:
             sent = link.send_nowait(data)  # the usual case: the kernel takes it all now
@@ -367,10 +372,11 @@ class CallHomeWatch:
             self._timer.deadline = deadline
 
 
-async def _dial(host: str, port: int) -> SocketIO | None:
+async def _dial(host: str, port: int, connect_timeout: float) -> SocketIO | None:
     """A plain connection to a numeric address, with no Trio socket around it (a hot
-    path: one per call; on loopback the connection is up when ``connect`` returns);
-    ``None`` for a host name. ``OSError`` if it fails."""
+    path: one per call; on loopback the connection is up when ``connect`` returns, and
+    then no deadline is set up either); ``None`` for a host name. ``OSError`` if it
+    fails, ``trio.TooSlowError`` after ``connect_timeout``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         socket.inet_pton(family, host)
@@ -378,7 +384,7 @@ async def _dial(host: str, port: int) -> SocketIO | None:
         return None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        error, waited = await _connect_socket(sock, host, port)
+        error, waited = await _connect_socket(sock, host, port, connect_timeout)
     except BaseException:
         trio.lowlevel.notify_closing(sock)
         sock.close()
@@ -392,7 +398,9 @@ async def _dial(host: str, port: int) -> SocketIO | None:
     return link
 
 
-async def _connect_socket(sock: socket.socket, host: str, port: int) -> tuple[int, bool]:
+async def _connect_socket(
+    sock: socket.socket, host: str, port: int, connect_timeout: float
+) -> tuple[int, bool]:
     """Connect the new ``sock``: 0 or the error number, and whether Trio waited on it."""
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -402,7 +410,8 @@ async def _connect_socket(sock: socket.socket, host: str, port: int) -> tuple[in
     if error == errno.EINPROGRESS:
         if not select.select((), (sock,), (), 0)[1]:
             waited = True
-            await trio.lowlevel.wait_writable(sock)
+            with trio.fail_after(connect_timeout):
+                await trio.lowlevel.wait_writable(sock)
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     return error, waited
 
@@ -448,15 +457,18 @@ async def open_call_home(
     host, port = split_host_port(info.address)
     timeout = limits.connect_timeout
     link: ByteLink | SocketIO | None = None
-    with trio.move_on_after(timeout) as scope:
+    timed_out = False
+    if (tls is None or tls.client_context is None) and current_network() is None:
         try:
-            if (tls is None or tls.client_context is None) and current_network() is None:
-                try:
-                    link = await _dial(host, port)
-                except OSError as exc:
-                    peer = format_host_port(host, port)
-                    raise ConnectError(f"cannot connect to {peer}: {reason(exc)}") from exc
-            if link is None:
+            link = await _dial(host, port, timeout)
+        except OSError as exc:
+            peer = format_host_port(host, port)
+            raise ConnectError(f"call home: cannot connect to {peer}: {reason(exc)}") from exc
+        except trio.TooSlowError:
+            timed_out = True
+    if link is None and not timed_out:
+        with trio.move_on_after(timeout):
+            try:
                 link = ByteLink(
                     await open_stream(
                         host,
@@ -467,25 +479,27 @@ async def open_call_home(
                         connector=_connect,
                     )
                 )
-        except ConnectError as exc:
-            raise ConnectError(f"call home: {exc}") from exc
-    if scope.cancelled_caught or link is None:
+            except ConnectError as exc:
+                raise ConnectError(f"call home: {exc}") from exc
+    if link is None:
         raise ConnectError(f"call home to {info.address} timed out after {timeout:g} s")
     sender = CallHomeSender(link, limits, on_cancel, on_failure)
     try:
+        sender._unsent = encode_handshake(info.subject)
         if watch is not None:
             watch._add(sender)
-            await sender.send(encode_handshake(info.subject))
             yield sender
         else:
             async with trio.open_nursery() as own:
                 own.start_soon(sender._read_cancels)
-                await sender.send(encode_handshake(info.subject))
                 try:
                     yield sender
                 finally:
                     own.cancel_scope.cancel()
     finally:
         sender._closed = True
+        if sender._unsent and not link.closed:  # no frame went: the caller still learns
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # whose it is
+                link.send_nowait(sender._unsent)
         if not sender._handed_off:
             sender._close()  # wakes a detached reader: it ends

@@ -35,6 +35,9 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cpu_clock import process_cpu_seconds
 
 import trioplane
 from tests.dynamo import dynamo_python, run_dynamo_worker, worker_env
@@ -62,6 +65,8 @@ class Result:
     latencies: list[float]
     #: The client process's CPU time (``time.process_time()``) over the measurement.
     cpu_seconds: float = 0.0
+    #: The worker process's CPU time over the measurement, when its pid was given.
+    worker_cpu_seconds: float | None = None
 
     @property
     def req_per_s(self) -> float:
@@ -82,8 +87,14 @@ class Result:
 
 
 async def measure(
-    client: trioplane.EndpointClient, n: int, concurrency: int, seconds: float
+    client: trioplane.EndpointClient,
+    n: int,
+    concurrency: int,
+    seconds: float,
+    worker_pid: int | None = None,
 ) -> Result:
+    """``concurrency`` callers of ``n`` items each, for ``seconds``; with ``worker_pid``,
+    the worker process's CPU time over it too."""
     latencies: list[float] = []
     items = 0
     deadline = time.perf_counter() + seconds
@@ -97,28 +108,49 @@ async def measure(
                     items += 1
             latencies.append(time.perf_counter() - start)
 
+    worker = WorkerCpu(worker_pid)
     start, cpu = time.perf_counter(), time.process_time()
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(caller)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return Result(len(latencies), items, elapsed, latencies, cpu)
+    return Result(len(latencies), items, elapsed, latencies, cpu, worker.spent())
+
+
+class WorkerCpu:
+    """The CPU time a worker process (``pid``; None: not measured) spends from now on."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.start = None if pid is None else process_cpu_seconds(pid)
+
+    def spent(self) -> float | None:
+        if self.pid is None or self.start is None:
+            return None
+        return process_cpu_seconds(self.pid) - self.start
 
 
 async def trioplane_side(
-    kv: Path, seconds: float, cases: list[tuple[str, int, int]] = CASES
+    kv: Path,
+    seconds: float,
+    cases: list[tuple[str, int, int]] = CASES,
+    worker_pid: int | None = None,
 ) -> dict[str, Result]:
+    """trioplane's endpoint client, in this process (``worker_pid``: see :func:`measure`)."""
     results = {}
     async with trioplane.open_endpoint_client(ENDPOINT, kv) as client:
         await client.wait_for_instances()
         for name, n, concurrency in cases:
             await measure(client, n, concurrency, 0.5)  # warm up
-            results[name] = await measure(client, n, concurrency, seconds)
+            results[name] = await measure(client, n, concurrency, seconds, worker_pid)
     return results
 
 
 def floor_side(
-    instance: trioplane.Instance, seconds: float, cases: list[tuple[str, int, int]] = CASES
+    instance: trioplane.Instance,
+    seconds: float,
+    cases: list[tuple[str, int, int]] = CASES,
+    worker_pid: int | None = None,
 ) -> dict[str, Result]:
     """The minimal blocking client, for the concurrency-1 cases."""
     host_port, _, path = instance.address.partition("/")
@@ -156,31 +188,38 @@ def floor_side(
                 continue
             body = MSGPACK.encode({"op": "count", "n": n})
             latencies, items = [], 0
+            worker = WorkerCpu(worker_pid)
             start, cpu = time.perf_counter(), time.process_time()
             while time.perf_counter() < start + seconds:
                 began = time.perf_counter()
                 items += call(body)
                 latencies.append(time.perf_counter() - began)
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            results[name] = Result(len(latencies), items, elapsed, latencies, cpu)
+            results[name] = Result(len(latencies), items, elapsed, latencies, cpu, worker.spent())
     return results
 
 
 def dynamo_side(
-    kv: Path, seconds: float, cases: list[tuple[str, int, int]] = CASES
+    kv: Path,
+    seconds: float,
+    cases: list[tuple[str, int, int]] = CASES,
+    worker_pid: int | None = None,
 ) -> dict[str, Result]:
+    """Dynamo's own client, in a process of its own (``dynamo_client_side.py``, in
+    Dynamo's venv), calling the worker found under ``kv``."""
     env = worker_env(kv)
     del env["DYN_TCP_RPC_PORT"]  # a client process must not bind the worker's port
     script = Path(__file__).with_name("dynamo_client_side.py")
     specs = [f"{name.split()[0]}:{n}:{c}" for name, n, c in cases]
+    pid = [] if worker_pid is None else ["--worker-pid", str(worker_pid)]
     output = subprocess.run(
-        [dynamo_python(), script, ENDPOINT, str(seconds), *specs],
+        [dynamo_python(), script, ENDPOINT, str(seconds), *specs, *pid],
         env=env, capture_output=True, text=True, check=True, timeout=600,
     ).stdout  # fmt: skip
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    fields = ("requests", "items", "seconds", "latencies", "cpu_seconds")
+    fields = ("requests", "items", "seconds", "latencies", "cpu_seconds", "worker_cpu_seconds")
     return {
-        name: Result(*(line[field] for field in fields))
+        name: Result(*(line.get(field) for field in fields))
         for (name, _, _), line in zip(cases, lines, strict=True)
     }
 

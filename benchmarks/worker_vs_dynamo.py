@@ -46,16 +46,17 @@ async def run_cases(kv: Path, seconds: float) -> dict[str, Result]:
 
 
 @contextlib.contextmanager
-def trioplane_worker(kv: Path) -> Iterator[None]:
-    """The trioplane worker in its own process, as the Dynamo worker is."""
+def trioplane_worker(kv: Path, endpoint: str = ENDPOINT) -> Iterator[subprocess.Popen[str]]:
+    """The trioplane worker in its own process, as the Dynamo worker is, serving
+    ``endpoint`` with discovery under ``kv``."""
     script = Path(__file__).with_name("trioplane_worker_side.py")
     process = subprocess.Popen(
-        [sys.executable, script, str(kv), ENDPOINT], stdout=subprocess.PIPE, text=True
+        [sys.executable, script, str(kv), endpoint], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "serving"
-        yield
+        yield process
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(10)

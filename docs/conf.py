@@ -104,6 +104,7 @@ _SHOWN_AS = {
     **autodoc_type_aliases,
     "AbstractAsyncContextManager": "contextlib.AbstractAsyncContextManager",
     "ByteLink": "trioplane._sockets.ByteLink",
+    "SocketIO": "trioplane._sockets.SocketIO",
     # What open_registration() yields: private classes, documented as the protocol.
     "trioplane.discovery.file._FileRegistration": "trioplane.discovery.Registration",
     "trioplane.discovery.etcd._EtcdRegistration": "trioplane.discovery.Registration",

@@ -14,6 +14,7 @@ from trioplane.wire.control import (
     CallHomeInfo,
     ControlMessage,
     decode_handshake,
+    encode_control,
     encode_handshake,
     encode_request_payload,
 )
@@ -183,6 +184,54 @@ def test_control_message_round_trip(message: ControlMessage) -> None:
     obj = json.loads(encoded)
     assert obj["connection_info"]["info"] == message.call_home.encode()
     assert CallHomeInfo.decode(obj["connection_info"]["info"]) == message.call_home
+
+
+def reference_encoding(message: ControlMessage) -> bytes:
+    """The control message as ``json.dumps`` writes it (compact, UTF-8, Dynamo's key
+    order): what the string-built encoder must match byte for byte."""
+    home = message.call_home
+    info = {"address": home.address, "subject": home.subject, "context": home.context,
+            "stream_type": home.stream_type}  # fmt: skip
+    obj: dict[str, Any] = {"id": message.id, "request_type": message.request_type,
+                           "response_type": message.response_type}  # fmt: skip
+    if message.payload_codec is not None:
+        obj["payload_codec"] = message.payload_codec
+    compact = {"separators": (",", ":"), "ensure_ascii": False}
+    obj["connection_info"] = {"transport": message.transport,
+                              "info": json.dumps(info, **compact)}  # type: ignore[arg-type]  # fmt: skip
+    if message.metadata:
+        obj["metadata"] = dict(message.metadata)
+    if message.frontend_send_ts_ns is not None:
+        obj["frontend_send_ts_ns"] = message.frontend_send_ts_ns
+    return json.dumps(obj, **compact).encode()  # type: ignore[arg-type]
+
+
+@settings(max_examples=300)
+@given(message=control_messages())
+def test_the_string_built_encoding_is_json_dumps_byte_for_byte(message: ControlMessage) -> None:
+    assert message.encode() == reference_encoding(message)
+    home = message.call_home
+    fast = encode_control(
+        message.id,
+        home.address,
+        home.subject,
+        payload_codec=message.payload_codec,
+        metadata=message.metadata,
+        frontend_send_ts_ns=message.frontend_send_ts_ns,
+        context=home.context,
+        stream_type=home.stream_type,
+        request_type=message.request_type,
+        response_type=message.response_type,
+        transport=message.transport,
+    )
+    assert fast == reference_encoding(message)
+
+
+def test_encode_control_defaults_are_a_calls() -> None:
+    encoded = encode_control("r-1", "127.0.0.1:5", "s-1", payload_codec="msgpack")
+    assert ControlMessage.decode(encoded) == ControlMessage(
+        id="r-1", call_home=CallHomeInfo("127.0.0.1:5", "s-1", "r-1"), payload_codec="msgpack"
+    )
 
 
 @settings(max_examples=150)

@@ -11,6 +11,7 @@ sends ``"stop"`` (or ``"kill"``) to the worker and closes the stream.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
@@ -65,7 +66,7 @@ from trioplane.transports.unified import (
     start_request_plane,
 )
 from trioplane.wire.codecs import JSON, PayloadCodec, get_codec
-from trioplane.wire.control import CallHomeInfo, ControlMessage, encode_request_payload
+from trioplane.wire.control import encode_control
 from trioplane.wire.errors import remote_error
 from trioplane.wire.rejections import is_overloaded
 from trioplane.wire.response import (
@@ -80,7 +81,7 @@ from trioplane.wire.response import (
     encode_cancel,
     unwrap_annotated,
 )
-from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
+from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE, encode_two_part
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
@@ -961,23 +962,26 @@ class EndpointClient(AsyncResource):
         plane = self._plane
         assert plane is not None
         send_ts = time.time_ns()
-        control = ControlMessage(
-            id=request_id,
-            call_home=CallHomeInfo(
-                address=self.response_plane.address,
-                subject=call_home.subject,
-                context=request_id,
-            ),
+        control = encode_control(
+            request_id,
+            self.response_plane.address,
+            call_home.subject,
             payload_codec=codec.name,
             metadata=metadata,
         )  # no frontend_send_ts_ns, as Dynamo's Python client: its worker would count the
         # transit twice (from this field and from the header), in its metrics
         headers = {"request-id": request_id, "x-frontend-send-ts-ns": str(send_ts)}
         if instance.transport_kind == "tcp":
-            headers["x-endpoint-path"] = parse_tcp_address(instance.address)[2]
+            headers["x-endpoint-path"] = _endpoint_path(instance.address)
         headers.update(extra_headers)
-        payload = encode_request_payload(control, body)
+        payload = encode_two_part(control, body)
         return await plane.send_request(address_for(instance), payload, headers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _endpoint_path(address: str) -> str:
+    """The path part of a TCP instance address (parsed once per address: a hot path)."""
+    return parse_tcp_address(address)[2]
 
 
 @asynccontextmanager

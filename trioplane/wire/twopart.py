@@ -100,14 +100,7 @@ class TwoPartDecoder(FrameDecoder):
         if len(buf) < TWO_PART_PREFIX_SIZE:
             return None
         header_len, body_len, checksum = buf.unpack(_PREFIX)
-        if header_len > self.max_header_size:
-            raise FrameTooLarge(
-                f"TwoPart header of {header_len} bytes exceeds limit {self.max_header_size}"
-            )
-        if body_len > self.max_body_size:
-            raise FrameTooLarge(
-                f"TwoPart body of {body_len} bytes exceeds limit {self.max_body_size}"
-            )
+        _check_lengths(header_len, body_len, self.max_header_size, self.max_body_size)
         end = TWO_PART_PREFIX_SIZE + header_len + body_len
         if len(buf) < end:
             return None
@@ -127,12 +120,25 @@ def decode_two_part(
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
 ) -> TwoPartMessage:
-    """Decode exactly one TwoPart message filling ``data`` (a NATS or HTTP payload)."""
-    decoder = TwoPartDecoder(max_header_size=max_header_size, max_body_size=max_body_size)
-    decoder.feed(data)
-    message = decoder.next_message()
-    if message is None:
+    """Decode exactly one TwoPart message filling ``data`` (a request payload)."""
+    if len(data) < TWO_PART_PREFIX_SIZE:
         raise ProtocolError(f"truncated TwoPart message ({len(data)} bytes)")
-    if decoder.buffered:
-        raise ProtocolError(f"{decoder.buffered} bytes after the TwoPart message")
-    return message
+    header_len, body_len, checksum = _PREFIX.unpack_from(data)
+    _check_lengths(header_len, body_len, max_header_size, max_body_size)
+    header_end = TWO_PART_PREFIX_SIZE + header_len
+    end = header_end + body_len
+    if len(data) < end:
+        raise ProtocolError(f"truncated TwoPart message ({len(data)} bytes)")
+    if len(data) > end:
+        raise ProtocolError(f"{len(data) - end} bytes after the TwoPart message")
+    return TwoPartMessage(
+        bytes(data[TWO_PART_PREFIX_SIZE:header_end]), bytes(data[header_end:end]), checksum
+    )
+
+
+def _check_lengths(header_len: int, body_len: int, max_header: int, max_body: int) -> None:
+    """Lengths read off the wire, checked before anything is allocated for them."""
+    if header_len > max_header:
+        raise FrameTooLarge(f"TwoPart header of {header_len} bytes exceeds limit {max_header}")
+    if body_len > max_body:
+        raise FrameTooLarge(f"TwoPart body of {body_len} bytes exceeds limit {max_body}")

@@ -137,9 +137,9 @@ def _decode_call(body: bytes) -> RequestFrame:
 
 
 class _Link:
-    """Messages over one Unix socket: :meth:`send` queues (no I/O), one writer task
-    sends what is queued in one write (the messages of one scheduling round go
-    together: fewer wake-ups on the other side), :meth:`receive` reads the next
+    """Messages over one Unix socket: :meth:`send` writes a message at once when the
+    kernel takes it (no task woken, no wait), else queues it for the one writer
+    task, which sends what is queued in one write; :meth:`receive` reads the next
     messages."""
 
     def __init__(self, sock: socket.socket, *, max_body: int) -> None:
@@ -154,9 +154,20 @@ class _Link:
     def send(self, kind: int, call_id: int = 0, body: bytes = b"") -> None:
         if self._io.closed:
             return
-        self._out.append(_HEAD.pack(len(body), kind, call_id))
-        if body:
-            self._out.append(body)
+        head = _HEAD.pack(len(body), kind, call_id)
+        if not self._out and not self._writing:  # nothing before it: write it now
+            data = head + body
+            try:
+                sent = self._io.send_nowait(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the peer is gone: the reading side hears it
+            if sent == len(data):
+                return  # the usual case: no task woken
+            self._out.append(data[sent:])  # the writer sends the rest, in order
+        else:
+            self._out.append(head)
+            if body:
+                self._out.append(body)
         self._wake.set()
 
     async def write_loop(self, write_timeout: float = WRITE_TIMEOUT) -> None:

@@ -262,6 +262,11 @@ class _LinkSession:
         self.wake_writer = trio.Event()
         self.broken = False
         self.scope = trio.CancelScope()
+        #: A link that can write without waiting (a plain socket's): then a batch of acks
+        #: the kernel takes at once needs no deadline of its own.
+        self.send_nowait: Callable[[Sequence[bytes]], bytes] | None = getattr(
+            link, "send_replies_nowait", None
+        )
 
     async def run(self) -> None:
         try:
@@ -364,6 +369,12 @@ class _LinkSession:
                 await trio.sleep_forever()
 
     async def send(self, frames: list[bytes]) -> None:
+        if self.send_nowait is not None:
+            rest = self.send_nowait(frames)
+            if not rest:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return
+            frames = [rest]
         with trio.fail_after(self.limits.write_timeout):
             await self.link.send_replies(frames)
 

@@ -47,6 +47,11 @@ class StreamLink:
         """All in one write, as a worker answering a read's frames together does."""
         await self._link.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
 
+    def send_replies_nowait(self, replies: Sequence[bytes]) -> bytes:
+        """What the kernel takes now, in one write: the rest (empty if it took all)."""
+        data = replies[0] if len(replies) == 1 else b"".join(replies)
+        return data[self._link.send_nowait(data) :]
+
     async def aclose(self) -> None:
         with trio.CancelScope() as scope:
             scope.cancel()  # no TLS close_notify: a closing server does not wait for peers

@@ -5,7 +5,7 @@ items) over the TCP plane with file discovery, in processes of its own:
 
 * ``dynamo``: a real Dynamo 1.6.1 worker (``tests/dynamo``);
 * ``trioplane``: one trioplane worker process (``worker_vs_dynamo.py``'s);
-* ``procs=N``: ``python -m trioplane.processes serve ... --processes N`` (a supervisor
+* ``procs=N``: ``trioplane serve ... --processes N`` (a supervisor
   and N children; ``procs=1`` shows what the supervisor's hop costs).
 
 The trioplane endpoint client in this process measures concurrent unary calls
@@ -17,7 +17,9 @@ for. Rounds are interleaved (every worker once per round, the order rotating); e
 case reports its best round, the median and range of the per-round ratios (to
 Dynamo's worker; to one process for the computing handler), and the CPU the
 worker's processes used (cores, summed over the supervisor and its children) and
-the caller's. The machine may be shared: the spread of the ratios is the noise.
+the caller's, and the worker's CPU time per request (median over the rounds: the
+figure the machine's load disturbs least). The machine may be shared: the spread of
+the ratios is the noise.
 
     python benchmarks/processes.py [--seconds 3] [--rounds 3] [--processes 1 2]
         [--dynamo-client] [--cpu-ms 5]
@@ -191,6 +193,7 @@ def table(rounds: list[Round], cases: list[str], baseline: str, title: str) -> N
     print(
         f"{'case':<26}{'worker':<11}{'req/s':>8}{'items/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'x ' + baseline:>12}{'(range)':>12}{'worker cpu':>11}{'caller cpu':>11}"
+        f"{'worker µs/req':>15}"
     )
     for case in cases:
         for label in rounds[0]:
@@ -198,12 +201,18 @@ def table(rounds: list[Round], cases: list[str], baseline: str, title: str) -> N
             ratios = [
                 r[label][case][0].items_per_s / r[baseline][case][0].items_per_s for r in rounds
             ]
+            # CPU per request: the worker's cores over its requests/s, median over the rounds
+            per_request = statistics.median(
+                cores / m.req_per_s * 1e6
+                for m, cores, _ in (r[label][case] for r in rounds)
+                if m.req_per_s
+            )
             result, worker_cpu, caller_cpu = best
             print(
                 f"{case:<26}{label:<11}{result.req_per_s:>8,.0f}{result.items_per_s:>9,.0f}"
                 f"{result.percentile(50):>8.2f}{result.percentile(99):>8.2f}"
                 f"{statistics.median(ratios):>11.2f}x {min(ratios):>5.2f}-{max(ratios):<5.2f}"
-                f"{worker_cpu:>11.2f}{caller_cpu:>11.2f}"
+                f"{worker_cpu:>11.2f}{caller_cpu:>11.2f}{per_request:>15,.0f}"
             )
 
 

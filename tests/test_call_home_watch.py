@@ -7,12 +7,15 @@ The "caller" here is a plain listener on 127.0.0.1 that reads what the worker se
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+import os
+import resource
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from trioplane._sockets import SocketIO
 from trioplane.servers import CallHomeLimits, CallHomeWatch, open_call_home
 from trioplane.servers.callhome import GONE, KILL, STOP
 from trioplane.wire import MSGPACK
@@ -173,3 +176,34 @@ async def test_a_watch_that_is_not_running_refuses() -> None:
         with pytest.raises(trio.ClosedResourceError):
             async with open_call_home(info, watch=CallHomeWatch()):
                 pass
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """Over 1,024 descriptors open, so the next socket's number is above what
+    ``select()`` takes (a worker with many calls in flight)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is under 1,200")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("high_descriptors")
+async def test_a_call_home_whose_socket_number_is_over_1024_connects() -> None:
+    async with caller() as (info, connections), running_watch() as watch:
+        with trio.fail_after(5):
+            async with open_call_home(info, watch=watch) as home:
+                link = home._link
+                assert isinstance(link, SocketIO) and link.fileno() > 1024
+                await home.send(encode_prologue())
+                await home.finish(MSGPACK)
+            stream = await connections.receive()
+            assert (await read_until(stream, SENTINEL)).endswith(SENTINEL)

@@ -408,7 +408,9 @@ async def _connect_socket(
     error = sock.connect_ex((host, port))
     waited = False
     if error == errno.EINPROGRESS:
-        if not select.select((), (sock,), (), 0)[1]:
+        try:
+            sock.getpeername()  # connected already (loopback, as a rule)
+        except OSError:  # not yet, or refused: wait for the outcome
             waited = True
             with trio.fail_after(connect_timeout):
                 await trio.lowlevel.wait_writable(sock)

@@ -202,7 +202,8 @@ async def test_a_call_home_whose_socket_number_is_over_1024_connects() -> None:
         with trio.fail_after(5):
             async with open_call_home(info, watch=watch) as home:
                 link = home._link
-                assert isinstance(link, SocketIO) and link.fileno() > 1024
+                assert isinstance(link, SocketIO)
+                assert link.fileno() > 1024
                 await home.send(encode_prologue())
                 await home.finish(MSGPACK)
             stream = await connections.receive()

@@ -32,12 +32,25 @@ class SocketIO:
     ``trio.BrokenResourceError``.
     """
 
-    __slots__ = ("_buffer", "_ready_reads", "_sock", "_view", "closed", "owned", "waited")
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_ready_reads",
+        "_sock",
+        "_view",
+        "closed",
+        "owned",
+        "waited",
+    )
 
-    def __init__(self, sock: socket.socket, *, owned: bool = True) -> None:
+    def __init__(self, sock: socket.socket, *, owned: bool = True, buffered: bool = True) -> None:
         sock.setblocking(False)
         self._sock = sock
-        self._buffer: bytearray | None = None  # on the first read: many sockets never read
+        #: Read into a buffer of its own (made on the first read: many sockets never
+        #: read), or, ``buffered=False``, into new bytes each time: nothing held while
+        #: idle (one of many connections each waiting for a little data).
+        self._buffered = buffered
+        self._buffer: bytearray | None = None
         self._view = memoryview(b"")
         self._ready_reads = 0
         self.owned = owned
@@ -59,10 +72,12 @@ class SocketIO:
         """
         if self.closed:
             raise trio.ClosedResourceError("socket is closed")
-        if self._buffer is None:
-            self._buffer = bytearray(RECEIVE_SIZE)
-            self._view = memoryview(self._buffer)
         try:
+            if not self._buffered:
+                return memoryview(self._sock.recv(RECEIVE_SIZE))
+            if self._buffer is None:
+                self._buffer = bytearray(RECEIVE_SIZE)
+                self._view = memoryview(self._buffer)
             n = self._sock.recv_into(self._buffer)
         except BlockingIOError:
             return None

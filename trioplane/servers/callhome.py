@@ -393,7 +393,7 @@ async def _dial(host: str, port: int, connect_timeout: float) -> SocketIO | None
         trio.lowlevel.notify_closing(sock)
         sock.close()
         raise OSError(error, os.strerror(error))
-    link = SocketIO(sock)
+    link = SocketIO(sock, buffered=False)  # it reads only a stop, a kill or the end
     link.waited = waited  # then Trio must hear of its closing
     return link
 

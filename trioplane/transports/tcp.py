@@ -71,6 +71,10 @@ class TcpClientOptions(TypedDict, total=False):
     tls_handshake_timeout: float
 
 
+#: A frame this large is written on its own, not joined with the others of a batch.
+JOIN_LIMIT = 64 * 1024
+
+
 class StreamFrameChannel:
     """Request frames out and ack frames in over a byte stream (see :class:`ByteLink`)."""
 
@@ -88,7 +92,20 @@ class StreamFrameChannel:
             raise ConnectionLost(str(exc)) from exc
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
-        await self._link.send_all(frames[0] if len(frames) == 1 else b"".join(frames))
+        """Write ``frames`` in order: small ones joined into one write, a large one
+        (``JOIN_LIMIT``) as it is: joining would copy it once more (with 1 MiB requests
+        at 8 calls in flight that was about an eighth of the client's CPU per call)."""
+        small: list[bytes] = []
+        for frame in frames:
+            if len(frame) < JOIN_LIMIT:
+                small.append(frame)
+                continue
+            if small:
+                await self._link.send_all(small[0] if len(small) == 1 else b"".join(small))
+                small = []
+            await self._link.send_all(frame)
+        if small:
+            await self._link.send_all(small[0] if len(small) == 1 else b"".join(small))
 
     async def receive_acks(self) -> list[bytes]:
         decoder = self._decoder

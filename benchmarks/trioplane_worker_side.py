@@ -8,6 +8,7 @@ serves ENDPOINT (``{"n": n}`` -> ``n`` items) until interrupted.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,5 +33,8 @@ async def main(root: str, endpoint: str) -> None:
 
 
 if __name__ == "__main__":
+    # SIGINT stops it even when started in the background of a shell, which ignores
+    # SIGINT there (and Python then installs no handler of its own, nor Trio).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(main, sys.argv[1], sys.argv[2])

@@ -8,6 +8,7 @@ and data (a restart), with auth (a root user) and with TLS (trustme certificates
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import ssl
 import subprocess
@@ -42,6 +43,10 @@ class EtcdServer:
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        while self.peer_port == self.client_port:  # two picks of a free port can agree
+            self.peer_port = free_port()
 
     @property
     def url(self) -> str:
@@ -137,9 +142,19 @@ class EtcdServer:
 def run_etcd(
     data_dir: Path, *, pki: Pki | None = None, extra_args: tuple[str, ...] = ()
 ) -> Iterator[EtcdServer]:
-    """A running etcd for the block (stopped, and its data dir left, on exit)."""
-    server = EtcdServer(data_dir, pki, extra_args)
-    server.start()
+    """A running etcd for the block (stopped, and its data dir left, on exit). A start
+    that fails at once (a port taken between its pick and etcd's bind) is tried again
+    on other ports."""
+    for attempt in range(3):
+        server = EtcdServer(data_dir, pki, extra_args)
+        try:
+            server.start()
+            break
+        except RuntimeError as exc:
+            server.stop()
+            if attempt == 2 or "exited" not in str(exc):
+                raise
+            shutil.rmtree(data_dir, ignore_errors=True)  # a member half made: start afresh
     try:
         yield server
     finally:

@@ -78,7 +78,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trioplane
-from tests.dynamo import dynamo_python, read_instances, worker_env
+from tests.dynamo import dynamo_python, run_dynamo_worker, worker_env
 from trioplane.servers import ServerLimits
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
@@ -91,7 +91,6 @@ MIB = 1 << 20
 FD_MARGIN = 256
 #: Calls on the worker besides the held ones (the probes, the release call).
 CONCURRENCY_MARGIN = 64
-START_TIMEOUT = 60.0
 
 
 # -- the trioplane worker (this file, run with --serve) ------------------------------------
@@ -310,30 +309,8 @@ asyncio.run(main())
 def dynamo_worker(kv: Path) -> Iterator[tuple[int, trioplane.Instance]]:
     """A real Dynamo 1.6.1 worker serving :data:`DYNAMO_WORKER`'s handler; its pid and
     instance."""
-    process = subprocess.Popen(
-        [dynamo_python(), "-c", DYNAMO_WORKER, ENDPOINT],
-        env=worker_env(kv), stdout=subprocess.DEVNULL, stderr=sys.stderr,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            found = [i for i in read_instances(kv) if i.endpoint_path == ENDPOINT]
-            if found:
-                break
-            if process.poll() is not None:
-                raise RuntimeError(f"Dynamo worker exited with {process.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("Dynamo worker did not register in time")
-            time.sleep(0.05)
-        yield process.pid, found[0]
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with run_dynamo_worker(kv, [ENDPOINT], code=DYNAMO_WORKER) as worker:
+        yield worker.process.pid, worker.instances[ENDPOINT]
 
 
 # -- part 1: calls in flight ------------------------------------------------------------------

@@ -315,6 +315,7 @@ def run_dynamo_worker(
     *,
     version: str = DYNAMO_VERSION,
     etcd_url: str | None = None,
+    code: str | None = None,
     **env: str,
 ) -> Iterator[DynamoWorker]:
     """Start a real Dynamo worker (``ai-dynamo-runtime==version``) serving ``endpoints``;
@@ -323,14 +324,15 @@ def run_dynamo_worker(
     Several workers may share ``discovery_dir``: each one's ``instances`` are the
     records it added, by endpoint path. With ``etcd_url`` the worker registers in
     etcd there (``DYN_DISCOVERY_BACKEND=etcd``) instead. ``env`` overrides :func:`worker_env`'s
-    variables (e.g. ``DYN_REQUEST_PLANE="http"`` for 1.2.1's HTTP plane).
+    variables (e.g. ``DYN_REQUEST_PLANE="http"`` for 1.2.1's HTTP plane). ``code``: a
+    worker program of your own (``python -c code ENDPOINT...``) instead of ``worker_script.py``.
     """
     python = dynamo_python(version)
     if etcd_url is not None:
         env = {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd_url, **env}
     known = {i.instance_id for i in read_instances(discovery_dir, etcd_url)}
     process = subprocess.Popen(
-        [python, WORKER_SCRIPT, *endpoints],
+        [python, *(["-c", code] if code is not None else [WORKER_SCRIPT]), *endpoints],
         env=worker_env(discovery_dir, **env),
         stdout=subprocess.DEVNULL,
         stderr=sys.stderr,

@@ -332,11 +332,17 @@ class CallHomeWatch:
                     sender = self._watched.get(fd)
                     if sender is not None:
                         sender._readable()
-            now = trio.current_time()
-            for deadline, sender in list(self._lingering.values()):
-                if deadline > now:
-                    break
-                sender._close()  # the caller did not close within sentinel_wait
+            self._expire(trio.current_time())
+
+    def _expire(self, now: float) -> None:
+        """Close the lingering connections whose caller did not close within
+        ``sentinel_wait``: the oldest first, only those (no copy of the rest per wake)."""
+        while self._lingering:
+            key, (deadline, sender) = next(iter(self._lingering.items()))
+            if deadline > now:
+                return
+            del self._lingering[key]
+            sender._close()
 
     def _add(self, sender: CallHomeSender) -> None:
         """Hear ``sender``'s caller from now on."""

@@ -590,7 +590,7 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Define the ``bench`` subcommand and its options (run it with :func:`run_bench`)."""
-    from trioplane.cli import add_discovery_options, parse_instance_id  # (see _bench)
+    from trioplane.cli import add_call_options, add_discovery_options  # (see _bench)
 
     parser = commands.add_parser(
         "bench",
@@ -649,17 +649,7 @@ def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         'n items for {"n": n}) and load that: needs nothing else installed or running',
     )
     add_discovery_options(parser)
-    parser.add_argument(
-        "--codec",
-        choices=["auto", "json", "msgpack"],
-        default="auto",
-        help="request payload codec (auto: the instance's)",
-    )
-    parser.add_argument(
-        "--instance-id",
-        type=parse_instance_id,
-        help="call this instance only (hexadecimal, as `trioplane instances` prints it)",
-    )
+    add_call_options(parser)
     parser.add_argument(
         "--router-mode",
         choices=ROUTER_MODES,

@@ -624,6 +624,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_call_options(parser: argparse.ArgumentParser) -> None:
+    """``--codec`` and ``--instance-id``: how a command's calls are made (``call``,
+    ``bench``)."""
+    parser.add_argument(
+        "--codec",
+        choices=["auto", "json", "msgpack"],
+        default="auto",
+        help="how the request is encoded (default auto: as the instance says, else JSON)",
+    )
+    parser.add_argument(
+        "--instance-id",
+        type=parse_instance_id,
+        metavar="HEX",
+        help="call this instance only: its id in hexadecimal, as Dynamo and "
+        "'trioplane instances' print it (0x optional)",
+    )
+
+
 def add_discovery_options(parser: argparse.ArgumentParser, *, register: bool = False) -> None:
     """``--discovery URL`` or ``--discovery-dir DIR``, checked as they are parsed (a
     folder must be a folder one may read, or write to with ``register``)."""
@@ -735,19 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
         "request", type=json_request, help='the request, as JSON, e.g. \'{"prompt": "hi"}\''
     )
     add_discovery_options(call_parser)
-    call_parser.add_argument(
-        "--codec",
-        choices=["auto", "json", "msgpack"],
-        default="auto",
-        help="how the request is encoded (default auto: as the instance says, else JSON)",
-    )
-    call_parser.add_argument(
-        "--instance-id",
-        type=parse_instance_id,
-        metavar="HEX",
-        help="call this instance only: its id in hexadecimal, as Dynamo and "
-        "'trioplane instances' print it (0x optional)",
-    )
+    add_call_options(call_parser)
     call_parser.add_argument(
         "--wait",
         type=seconds,

@@ -60,6 +60,20 @@ async def known_calls(client: trioplane.EndpointClient, kv: Path) -> None:
         await items.__anext__()
 
 
+def assert_known_calls_counted(found: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
+    """What an instance's ``/metrics`` say after :func:`known_calls` (one worker, or the
+    supervisor of several processes: the same counts)."""
+    assert found["dynamo_component_requests_total", LBL] == 5
+    assert found["dynamo_component_cancellation_total", LBL] == 2
+    assert found["dynamo_component_errors_total", (*LBL, ("error_type", "publish_final"))] == 1
+    assert found["dynamo_component_inflight_requests", LBL] == 0
+    assert found["dynamo_component_request_duration_seconds_count", LBL] == 5
+    assert found["dynamo_component_request_bytes_total", LBL] > 5 * 100
+    assert found["dynamo_component_response_bytes_total", LBL] > 0
+    assert found["trioplane_worker_handler_errors_total", LBL] == 1
+    assert found["dynamo_work_handler_network_transit_seconds_count", ()] == 5
+
+
 @pytest.fixture
 async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
     async with open_worker({ENDPOINT: handler}, discovery_root=tmp_path, status=True) as worker:
@@ -80,15 +94,7 @@ async def test_worker_metrics_after_known_calls(worker: Worker, tmp_path: Path) 
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
     found = samples(response.text)
-    assert found["dynamo_component_requests_total", LBL] == 5
-    assert found["dynamo_component_cancellation_total", LBL] == 2
-    assert found["dynamo_component_errors_total", (*LBL, ("error_type", "publish_final"))] == 1
-    assert found["dynamo_component_inflight_requests", LBL] == 0
-    assert found["dynamo_component_request_duration_seconds_count", LBL] == 5
-    assert found["dynamo_component_request_bytes_total", LBL] > 5 * 100
-    assert found["dynamo_component_response_bytes_total", LBL] > 0
-    assert found["trioplane_worker_handler_errors_total", LBL] == 1
-    assert found["dynamo_work_handler_network_transit_seconds_count", ()] == 5
+    assert_known_calls_counted(found)
     assert found["dynamo_work_handler_time_to_first_response_seconds_count", ()] == 5
     assert found["dynamo_engine_request", ()] == 0
     assert found["dynamo_work_handler_pool_capacity", ()] == worker.max_concurrency

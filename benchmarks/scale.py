@@ -60,7 +60,6 @@ import json
 import math
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -78,7 +77,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trioplane
-from tests.dynamo import dynamo_python, run_dynamo_worker, worker_env
+from tests.dynamo import dynamo_python, interrupt, run_dynamo_worker, worker_env
 from trioplane.servers import ServerLimits
 from trioplane.wire.tcp import DEFAULT_MAX_FRAME_SIZE
 from trioplane.wire.twopart import DEFAULT_MAX_BODY_SIZE
@@ -213,12 +212,7 @@ def trioplane_worker(kv: Path, max_concurrency: int, gc_off: bool = False) -> It
         assert process.stdout.readline().strip() == "serving"
         yield process.pid
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process, 30)
 
 
 # -- Dynamo's worker and client (in Dynamo's venv) -------------------------------------------

@@ -308,6 +308,18 @@ def read_etcd_instances(etcd_url: str) -> list[Instance]:
     return found
 
 
+def interrupt(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGINT ``process`` (if it still runs), and kill it if it has not exited within
+    ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def run_dynamo_worker(
     discovery_dir: Path,
@@ -354,13 +366,7 @@ def run_dynamo_worker(
             time.sleep(0.05)
         yield DynamoWorker(process, discovery_dir, instances)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        interrupt(process)
 
 
 async def dynamo_client_call(

@@ -199,6 +199,10 @@ class FrameLink(Protocol):
     async def send_replies(self, replies: Sequence[bytes]) -> None:
         """Send a batch of replies (ack frames or raw bytes) in order.
 
+        A link may also have ``send_replies_nowait(replies) -> bytes``: write what the
+        kernel takes now and return the rest (empty: all written). Then a batch written
+        at once needs no write deadline (:class:`StreamLink` over a plain socket).
+
         Raise ``trio.BrokenResourceError`` (or ``ClosedResourceError``/``OSError``)
         if the peer is gone.
         """
